@@ -1,0 +1,1 @@
+"""zbs-csi: the Kubernetes CSI driver for SmartX ZBS over iSCSI."""

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Idempotent set-up of everything the quickstart and the test suite need on a fresh
+# Debian/Ubuntu machine: apt packages, the project virtualenv, the collection path,
+# generated gRPC stubs and Go tools. A second run only checks and is fast.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CACHE="$ROOT/.cache"
+VENV="$ROOT/.venv"
+PY="${PYTHON:-python3}"
+mkdir -p "$CACHE"
+
+log() { printf '[setup] %s\n' "$*"; }
+
+# --- apt packages -------------------------------------------------------------------
+APT_PACKAGES=(
+  libiscsi-bin qemu-utils qemu-system-common qemu-block-extra fuse3 tgt
+  xfsprogs e2fsprogs util-linux fio podman runc debootstrap rsync sqlite3 kmod
+)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [ "$(id -u)" -ne 0 ]; then
+    log "missing apt packages (${missing[*]}); run as root or install them"; exit 1
+  fi
+  log "installing apt packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# --- virtualenv -----------------------------------------------------------------------
+stamp="$VENV/.smartx-zbs-stamp"
+want="$(cat "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)"
+if [ ! -x "$VENV/bin/python" ]; then
+  log "creating virtualenv $VENV"
+  "$PY" -m venv "$VENV"
+fi
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  log "installing Python dependencies (first run takes a few minutes)"
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+  "$VENV/bin/python" -m pip install -q -e "$ROOT[dev]"
+  echo "$want" > "$stamp"
+fi
+
+# --- the collection path: ansible_collections/smartx/zbs -> repository root ------------
+COLL="$CACHE/collections/ansible_collections/smartx"
+mkdir -p "$COLL"
+if [ "$(readlink "$COLL/zbs" 2>/dev/null)" != "$ROOT" ]; then
+  ln -sfn "$ROOT" "$COLL/zbs"
+fi
+site="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+echo "$CACHE/collections" > "$site/smartx_zbs_collections.pth"
+
+# --- ansible-test: a get-pip stand-in (the real one is downloaded from an unreachable host)
+"$VENV/bin/python" "$ROOT/scripts/get_pip_standin.py" --install
+
+# --- generated code and Go tools, once the parts that need them exist -------------------
+if [ -x "$ROOT/scripts/gen-proto.sh" ]; then "$ROOT/scripts/gen-proto.sh"; fi
+if [ -f "$ROOT/scripts/go-tools.txt" ]; then
+  export GOBIN="$CACHE/bin" GOFLAGS=-mod=mod
+  while read -r bin mod; do
+    [ -z "$bin" ] || [ "${bin#\#}" != "$bin" ] && continue
+    if [ ! -x "$GOBIN/$bin" ]; then log "go install $mod"; go install "$mod"; fi
+  done < "$ROOT/scripts/go-tools.txt"
+fi
+log "ready: $VENV, collection at $COLL/zbs"

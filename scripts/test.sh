@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# The whole test suite, in stages, with a summary at the end.
+#   scripts/test.sh            every stage
+#   scripts/test.sh ruff mypy  only the named stages
+# Sets itself up first (scripts/setup.sh), starts the services the tests need and stops
+# them again. Exits non-zero when any stage fails.
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+"$ROOT/scripts/setup.sh" || { echo "setup failed"; exit 1; }
+
+export PATH="$ROOT/.venv/bin:$ROOT/.cache/bin:$PATH"
+export ANSIBLE_COLLECTIONS_PATH="$ROOT/.cache/collections"
+export PYTHONDONTWRITEBYTECODE=1
+source "$ROOT/scripts/lib.sh"
+
+# ansible-test needs the collection in a tree of its own (it refuses symlinked roots and
+# would otherwise also walk the driver and zbs-lite, which are not collection content).
+collection_copy() {
+  local dest="$ROOT/.cache/ansible-test/ansible_collections/smartx/zbs"
+  mkdir -p "$dest"
+  rsync -a --delete \
+    --exclude .git --exclude .venv --exclude .cache --exclude tests/output \
+    --exclude __pycache__ --exclude .mypy_cache --exclude .ruff_cache --exclude .pytest_cache \
+    --exclude driver --exclude zbs_lite --exclude bench --exclude scripts --exclude molecule \
+    --exclude tests/zbs_lite --exclude tests/client --exclude tests/driver --exclude tests/e2e \
+    --exclude tests/roles --exclude pyproject.toml --exclude '*.egg-info' --exclude quickstart-out \
+    "$ROOT/" "$dest/"
+  echo "$dest"
+}
+
+stage_ruff() { ruff check . && ruff format --check .; }
+
+stage_mypy() {
+  local targets=(plugins/module_utils)
+  [ -d driver/zbs_csi ] && compgen -G "driver/zbs_csi/*.py" >/dev/null && targets+=(driver/zbs_csi)
+  [ -d zbs_lite ] && compgen -G "zbs_lite/*.py" >/dev/null && targets+=(zbs_lite)
+  compgen -G "plugins/module_utils/*.py" >/dev/null || targets=("${targets[@]:1}")
+  ((${#targets[@]})) || { echo "nothing to type-check yet"; return 0; }
+  mypy "${targets[@]}"
+}
+
+stage_sanity() {
+  local dir; dir="$(collection_copy)"
+  (cd "$dir" && ansible-test sanity --local --python 3.11 --requirements --color no)
+}
+
+stage_lint() { ansible-lint --profile production --offline; }
+
+stage_build() {
+  local out; out="$(mktemp -d)"
+  ansible-galaxy collection build --output-path "$out" --force . &&
+    python3 "$ROOT/scripts/check_tarball.py" "$out"/smartx-zbs-*.tar.gz
+  local rc=$?; rm -rf "$out"; return $rc
+}
+
+stage_units() {
+  compgen -G "tests/unit/plugins/*/test_*.py" >/dev/null || compgen -G "tests/unit/plugins/*/*/test_*.py" >/dev/null || {
+    echo "no unit tests yet"; return 0; }
+  local dir; dir="$(collection_copy)"
+  (cd "$dir" && ansible-test units --local --python 3.11 --requirements --color no)
+}
+
+stage_pytest() { run_pytest -p no:cacheprovider; }
+
+stage_integration() {
+  compgen -G "tests/integration/targets/*/tasks/main.yml" >/dev/null || { echo "no integration targets yet"; return 0; }
+  local dir; dir="$(collection_copy)"
+  with_zbs_lite bash -c "cd '$dir' && ansible-test integration --local --python 3.11 --color no"
+}
+
+# Stages in order; issues that build a part add the stage that tests it.
+ALL_STAGES=(ruff mypy sanity lint build units pytest integration)
+# Each part adds its own stages in scripts/stages.d/*.sh (define stage_NAME, append to ALL_STAGES).
+for f in "$ROOT"/scripts/stages.d/*.sh; do [ -f "$f" ] && source "$f"; done
+
+run_stages "$@"

@@ -1,0 +1,1 @@
+"""zbs-lite: a local ZBS-compatible storage service (management API, iSCSI chunk servers, VIP redirector)."""
