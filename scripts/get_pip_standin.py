@@ -28,7 +28,7 @@ sys.exit(subprocess.run([sys.executable, "-m", "pip", "install", *args], check=F
 
 def pip_versions() -> set[str]:
     """The pip versions ansible-test asks for, read from the installed ansible-test."""
-    import ansible_test  # noqa: PLC0415 - only available inside the project venv
+    import ansible_test  # only available inside the project venv
 
     src = Path(ansible_test.__file__).parent / "_internal" / "python_requirements.py"
     return set(re.findall(r"pip='([0-9.]+)'", src.read_text()))

@@ -15,19 +15,31 @@ export ANSIBLE_COLLECTIONS_PATH="$ROOT/.cache/collections"
 export PYTHONDONTWRITEBYTECODE=1
 source "$ROOT/scripts/lib.sh"
 
-# ansible-test needs the collection in a tree of its own (it refuses symlinked roots and
-# would otherwise also walk the driver and zbs-lite, which are not collection content).
+# ansible-test needs the collection in a tree of its own, outside this git checkout (inside
+# it, git would report the copy as ignored and every target would be skipped), and without the
+# driver and zbs-lite, which are not collection content. Each call gets its own copy so
+# concurrent runs never share one.
 collection_copy() {
-  local dest="$ROOT/.cache/ansible-test/ansible_collections/smartx/zbs"
+  local base; base="$(mktemp -d /tmp/smartx-zbs-ansible-test.XXXXXX)"
+  local dest="$base/ansible_collections/smartx/zbs"
   mkdir -p "$dest"
-  rsync -a --delete \
+  rsync -a \
     --exclude .git --exclude .venv --exclude .cache --exclude tests/output \
     --exclude __pycache__ --exclude .mypy_cache --exclude .ruff_cache --exclude .pytest_cache \
-    --exclude driver --exclude zbs_lite --exclude bench --exclude scripts --exclude molecule \
-    --exclude tests/zbs_lite --exclude tests/client --exclude tests/driver --exclude tests/e2e \
-    --exclude tests/roles --exclude pyproject.toml --exclude '*.egg-info' --exclude quickstart-out \
+    --exclude /driver --exclude /zbs_lite --exclude /bench --exclude /scripts --exclude /extensions \
+    --exclude /tests/zbs_lite --exclude /tests/client --exclude /tests/driver --exclude /tests/e2e \
+    --exclude /tests/roles --exclude /tests/conftest.py --exclude /pyproject.toml --exclude '*.egg-info' \
+    --exclude /quickstart-out --exclude /.ci \
     "$ROOT/" "$dest/"
   echo "$dest"
+}
+
+# in_collection_copy CMD...: run CMD inside a fresh copy of the collection, then remove it.
+in_collection_copy() {
+  local dir; dir="$(collection_copy)"
+  (cd "$dir" && "$@"); local rc=$?
+  rm -rf "${dir%/ansible_collections/smartx/zbs}"
+  return $rc
 }
 
 stage_ruff() { ruff check . && ruff format --check .; }
@@ -41,10 +53,7 @@ stage_mypy() {
   mypy "${targets[@]}"
 }
 
-stage_sanity() {
-  local dir; dir="$(collection_copy)"
-  (cd "$dir" && ansible-test sanity --local --python 3.11 --requirements --color no)
-}
+stage_sanity() { in_collection_copy ansible-test sanity --local --python 3.11 --requirements --color no; }
 
 stage_lint() { ansible-lint --profile production --offline; }
 
@@ -58,16 +67,14 @@ stage_build() {
 stage_units() {
   compgen -G "tests/unit/plugins/*/test_*.py" >/dev/null || compgen -G "tests/unit/plugins/*/*/test_*.py" >/dev/null || {
     echo "no unit tests yet"; return 0; }
-  local dir; dir="$(collection_copy)"
-  (cd "$dir" && ansible-test units --local --python 3.11 --requirements --color no)
+  in_collection_copy ansible-test units --local --python 3.11 --requirements --color no
 }
 
 stage_pytest() { run_pytest -p no:cacheprovider; }
 
 stage_integration() {
   compgen -G "tests/integration/targets/*/tasks/main.yml" >/dev/null || { echo "no integration targets yet"; return 0; }
-  local dir; dir="$(collection_copy)"
-  with_zbs_lite bash -c "cd '$dir' && ansible-test integration --local --python 3.11 --color no"
+  with_zbs_lite in_collection_copy ansible-test integration --local --python 3.11 --color no
 }
 
 # Stages in order; issues that build a part add the stage that tests it.
