@@ -8,10 +8,12 @@ run_pytest() {
   return $rc
 }
 
-# with_zbs_lite CMD...: run CMD with a fresh zbs-lite serving and its environment exported.
+# with_zbs_lite CMD...: run CMD with a fresh zbs-lite serving (random ports, so it never
+# collides with a quickstart or another run) and its environment exported.
 with_zbs_lite() {
   local data; data="$(mktemp -d /tmp/zbs-lite-test.XXXXXX)"
-  zbs-lite serve --data-dir "$data" --daemon >"$data/serve.log" 2>&1 || { cat "$data/serve.log"; return 1; }
+  zbs-lite serve --data-dir "$data" --daemon --api-port 0 --vip 127.0.0.1:0 --chunk-port 0 \
+    >"$data/serve.log" 2>&1 || { cat "$data/serve.log"; return 1; }
   eval "$(zbs-lite env --data-dir "$data")"
   "$@"; local rc=$?
   zbs-lite stop --data-dir "$data" >/dev/null 2>&1 || true

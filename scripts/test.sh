@@ -72,9 +72,31 @@ stage_units() {
 
 stage_pytest() { run_pytest -p no:cacheprovider; }
 
+# ansible-test integration passes only a fixed set of environment variables to the targets,
+# so the running zbs-lite is handed to them as variables in integration_config.yml
+# (zbs_host, zbs_username, zbs_password, zbs_ca_path, zbs_iscsi_portal).
+write_integration_config() {
+  python3 - "$1/tests/integration/integration_config.yml" <<'PY'
+import json, os, sys
+keys = {"zbs_host": "ZBS_HOST", "zbs_username": "ZBS_USERNAME", "zbs_password": "ZBS_PASSWORD",
+        "zbs_ca_path": "ZBS_CA_PATH", "zbs_iscsi_portal": "ZBS_ISCSI_PORTAL", "zbs_cluster": "ZBS_CLUSTER"}
+with open(sys.argv[1], "w") as f:
+    for var, env in keys.items():
+        f.write(f"{var}: {json.dumps(os.environ.get(env, ''))}\n")
+PY
+}
+
+run_integration() {
+  local dir; dir="$(collection_copy)"
+  write_integration_config "$dir"
+  (cd "$dir" && ansible-test integration --local --python 3.11 --color no "$@"); local rc=$?
+  rm -rf "${dir%/ansible_collections/smartx/zbs}"
+  return $rc
+}
+
 stage_integration() {
   compgen -G "tests/integration/targets/*/tasks/main.yml" >/dev/null || { echo "no integration targets yet"; return 0; }
-  with_zbs_lite in_collection_copy ansible-test integration --local --python 3.11 --color no
+  with_zbs_lite run_integration
 }
 
 # Stages in order; issues that build a part add the stage that tests it.
