@@ -1,5 +1,5 @@
 # Copyright: (c) 2026, SmartX
-# Apache License 2.0 (see LICENSE)
+# Simplified BSD License (see https://opensource.org/licenses/BSD-2-Clause)
 """Client of the ZBS management API (the CloudTower v2 iSCSI subset), shared by the Ansible
 modules and the CSI driver.
 
@@ -355,8 +355,10 @@ class ZbsClient:
         with self._token_lock:
             if self._token is None:
                 self._login_locked()
-            assert self._token is not None
-            return self._token
+            token = self._token
+        if token is None:
+            raise ZbsAuthError(401, "no token after login", "/login", operation="login")
+        return token
 
     def _drop_token(self, token: str) -> None:
         with self._token_lock:

@@ -1,5 +1,5 @@
 # Copyright: (c) 2026, SmartX
-# Apache License 2.0 (see LICENSE)
+# Simplified BSD License (see https://opensource.org/licenses/BSD-2-Clause)
 """Typed errors of the ZBS API client.
 
 Every error carries the operation (``create-iscsi-lun``) and the object it concerns

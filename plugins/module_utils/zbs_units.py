@@ -1,5 +1,5 @@
 # Copyright: (c) 2026, SmartX
-# Apache License 2.0 (see LICENSE)
+# Simplified BSD License (see https://opensource.org/licenses/BSD-2-Clause)
 """Byte sizes as users write them and as ZBS stores them.
 
 ZBS counts in binary multiples whatever the suffix says (``1GB`` in its UI is 2**30 bytes),
@@ -47,7 +47,7 @@ def parse_size(value: SizeLike, field: str = "size") -> int:
         raise ZbsValidationError(
             field, f"cannot parse size {value!r}: use a number with an optional unit B, KiB, MiB, GiB, TiB, PiB"
         )
-    number, prefix, _ = match.groups()
+    number, prefix = match.group(1), match.group(2)
     try:
         amount = Decimal(number) * (1 << (10 * _UNITS[(prefix or "").upper()]))
     except InvalidOperation as exc:  # pragma: no cover - the regex admits only decimals

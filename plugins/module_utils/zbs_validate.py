@@ -1,5 +1,5 @@
 # Copyright: (c) 2026, SmartX
-# Apache License 2.0 (see LICENSE)
+# Simplified BSD License (see https://opensource.org/licenses/BSD-2-Clause)
 """Input rules of ZBS, checked before anything reaches the API.
 
 Modules and the CSI driver share these so a bad name fails in the same words everywhere,
