@@ -1,0 +1,29 @@
+"""Shared pytest fixtures: a real zbs-lite for the whole session, and its environment."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from zbs_lite.testing import ZbsLiteProcess
+
+
+@pytest.fixture(scope="session")
+def zbs_lite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZbsLiteProcess]:
+    """One zbs-lite (HTTPS API, iSCSI VIP and chunks on random loopback ports) per test session."""
+    proc = ZbsLiteProcess(tmp_path_factory.mktemp("zbs-lite"))
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture
+def zbs_env(zbs_lite: ZbsLiteProcess, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The ``zbs-lite env`` variables (ZBS_HOST, ZBS_USERNAME, ...) set in os.environ for one test."""
+    env = zbs_lite.env
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env

@@ -1,0 +1,129 @@
+"""The data plane's view of the metadata (``zbs_lite.catalog.Catalog``) over the SQLite store.
+
+Views are rebuilt lazily: a commit only marks the cache stale and bumps the generation, so
+a burst of mutations costs one rebuild, done by the first data-plane read after it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+
+from zbs_lite.catalog import ConnectionInfo, InitiatorChap, LunView, TargetView
+from zbs_lite.db import Database
+from zbs_lite.storage import Pool
+
+log = logging.getLogger(__name__)
+
+
+class DbCatalog:
+    def __init__(self, db: Database, pool: Pool, cluster_id: str) -> None:
+        self._db = db
+        self._pool = pool
+        self._cluster_id = cluster_id
+        self._lock = threading.Lock()
+        self._generation = 1
+        self._built = 0
+        self._targets: list[TargetView] = []
+        self._by_iqn: dict[str, TargetView] = {}
+        self._luns: dict[str, list[LunView]] = {}
+        self._chunk_ips: dict[int, str] = {}
+        db.on_commit.append(self.changed)
+
+    def set_chunk_ips(self, ips: dict[int, str]) -> None:
+        self._chunk_ips = dict(ips)
+
+    def changed(self) -> None:
+        with self._lock:
+            self._generation += 1
+
+    def generation(self) -> int:
+        return self._generation
+
+    def _refresh(self) -> None:
+        with self._lock:
+            if self._built == self._generation:
+                return
+            gen = self._generation
+            with self._db.read() as conn:
+                trows = conn.execute("SELECT * FROM targets WHERE entity_async_status IS NOT 'CREATING'").fetchall()
+                lrows = conn.execute(
+                    "SELECT * FROM luns WHERE entity_async_status IS NOT 'CREATING' ORDER BY target_id, lun_id"
+                ).fetchall()
+            targets = [
+                TargetView(
+                    id=r["id"],
+                    name=r["name"],
+                    iqn=r["iqn_name"],
+                    ip_whitelist=r["ip_whitelist"],
+                    iqn_whitelist=r["iqn_whitelist"],
+                    chap_enabled=bool(r["chap_enabled"]),
+                    chap_name=r["chap_name"] or "",
+                    chap_secret=r["chap_secret"] or "",
+                    initiator_chaps=tuple(InitiatorChap(**c) for c in json.loads(r["initiator_chaps"])),
+                )
+                for r in trows
+            ]
+            luns: dict[str, list[LunView]] = {}
+            for r in lrows:
+                luns.setdefault(r["target_id"], []).append(
+                    LunView(
+                        id=r["id"],
+                        local_id=r["local_id"],
+                        name=r["name"],
+                        lun_id=r["lun_id"],
+                        target_id=r["target_id"],
+                        size=r["file_size"],
+                        path=str(self._pool.lun_path(r["local_id"])),
+                        allowed_initiators=r["allowed_initiators"],
+                        thin_provision=bool(r["thin_provision"]),
+                    )
+                )
+            self._targets = targets
+            self._by_iqn = {t.iqn: t for t in targets}
+            self._luns = luns
+            self._built = gen
+
+    def targets(self) -> list[TargetView]:
+        self._refresh()
+        return list(self._targets)
+
+    def target_by_iqn(self, iqn: str) -> TargetView | None:
+        self._refresh()
+        return self._by_iqn.get(iqn)
+
+    def luns(self, target_id: str) -> list[LunView]:
+        self._refresh()
+        return list(self._luns.get(target_id, ()))
+
+    def connection_opened(self, conn: ConnectionInfo) -> None:
+        try:
+            with self._db.write(hooks=False) as db:
+                db.execute(
+                    "INSERT OR REPLACE INTO connections (id, cluster_id, target_id, initiator_ip, client_port,"
+                    " initiator_iqn, conn_type, tr_type, chunk, host_ip) VALUES (?,?,?,?,?,?, 'ISCSI', 'TCP', ?, ?)",
+                    (
+                        conn.id,
+                        self._cluster_id,
+                        conn.target_id or None,
+                        conn.initiator_ip,
+                        conn.client_port,
+                        conn.initiator_iqn,
+                        conn.chunk,
+                        self._chunk_ips.get(conn.chunk, ""),
+                    ),
+                )
+        except Exception:
+            log.exception("could not record iSCSI connection %s", conn.id)
+
+    def connection_closed(self, conn_id: str) -> None:
+        try:
+            with self._db.write(hooks=False) as db:
+                db.execute("DELETE FROM connections WHERE id = ?", (conn_id,))
+        except Exception:
+            log.exception("could not forget iSCSI connection %s", conn_id)
+
+    def clear_connections(self) -> None:
+        with self._db.write(hooks=False) as db:
+            db.execute("DELETE FROM connections")
