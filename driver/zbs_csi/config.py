@@ -1,0 +1,160 @@
+"""Driver configuration: defaults < config file < environment < command-line flags.
+
+The ZBS connection uses the same variables as the Ansible modules (``ZBS_HOST``,
+``ZBS_USERNAME``, ``ZBS_PASSWORD``, ``ZBS_CA_PATH``, ``ZBS_VALIDATE_CERTS``, ``ZBS_CLUSTER``,
+``ZBS_ISCSI_PORTAL``), so ``eval "$(zbs-lite env --data-dir D)"`` is all a developer needs.
+Everything else reads ``ZBS_CSI_<FIELD>``. The password may come from a file (a mounted
+Kubernetes Secret) and is never part of ``repr``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+GiB = 1024**3
+
+DEFAULT_DRIVER_NAME = "zbs.csi.smartx.com"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class Config:
+    endpoint: str = "unix:///csi/csi.sock"
+    mode: str = "all"
+    driver_name: str = DEFAULT_DRIVER_NAME
+    log_level: str = "info"
+    # ZBS management API
+    zbs_host: str = ""
+    zbs_username: str = ""
+    zbs_password: str = field(default="", repr=False)
+    zbs_password_file: str = ""
+    zbs_ca_path: str = ""
+    zbs_validate_certs: bool = True
+    zbs_timeout: float = 30.0
+    zbs_wait_timeout: float = 300.0
+    cluster: str = ""
+    portal: str = ""
+    # controller
+    target_prefix: str = "zbs-csi"
+    luns_per_target: int = 255
+    size_granularity: int = GiB
+    default_replica_num: int = 2
+    default_thin_provision: bool = True
+    # node
+    node_id: str = ""
+    initiator_name_file: str = "/etc/iscsi/initiatorname.iscsi"
+    connector: str = "userspace"
+    host_exec: str = "none"
+    host_root: str = "/host"
+    state_dir: str = "/var/lib/zbs-csi"
+    default_fstype: str = "ext4"
+    max_volumes_per_node: int = 256
+    command_timeout: float = 120.0
+
+    def password(self) -> str:
+        if self.zbs_password:
+            return self.zbs_password
+        if self.zbs_password_file:
+            return Path(self.zbs_password_file).read_text(encoding="utf-8").strip()
+        return ""
+
+    def validate(self) -> None:
+        if self.mode not in ("controller", "node", "all"):
+            raise ConfigError(f"mode must be controller, node or all, not {self.mode!r}")
+        if not self.endpoint.startswith("unix://"):
+            raise ConfigError("endpoint must be unix:///path/to.sock")
+        if self.connector not in ("userspace", "kernel"):
+            raise ConfigError(f"connector must be userspace or kernel, not {self.connector!r}")
+        if self.host_exec not in ("none", "chroot", "nsenter"):
+            raise ConfigError(f"host_exec must be none, chroot or nsenter, not {self.host_exec!r}")
+        if self.default_fstype not in ("ext4", "xfs"):
+            raise ConfigError(f"default_fstype must be ext4 or xfs, not {self.default_fstype!r}")
+        if not 1 <= self.luns_per_target <= 255:
+            raise ConfigError("luns_per_target must be within 1..255")
+        if self.size_granularity < 512 or self.size_granularity % 512:
+            raise ConfigError("size_granularity must be a positive multiple of 512 bytes")
+        if self.max_volumes_per_node < 1:
+            raise ConfigError("max_volumes_per_node must be at least 1")
+
+    @property
+    def socket_path(self) -> str:
+        return self.endpoint[len("unix://") :]
+
+
+_ENV_ALIASES = {
+    "zbs_host": "ZBS_HOST",
+    "zbs_username": "ZBS_USERNAME",
+    "zbs_password": "ZBS_PASSWORD",
+    "zbs_ca_path": "ZBS_CA_PATH",
+    "zbs_validate_certs": "ZBS_VALIDATE_CERTS",
+    "zbs_timeout": "ZBS_TIMEOUT",
+    "cluster": "ZBS_CLUSTER",
+    "portal": "ZBS_ISCSI_PORTAL",
+}
+
+
+def _coerce(name: str, kind: Any, value: Any) -> Any:
+    if kind in (bool, "bool"):
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{name}: not a boolean: {value!r}")
+    try:
+        if kind in (int, "int"):
+            return int(value)
+        if kind in (float, "float"):
+            return float(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{name}: not a number: {value!r}") from exc
+    return str(value)
+
+
+def load_file(path: str) -> dict[str, Any]:
+    text = Path(path).read_text(encoding="utf-8")
+    data = tomllib.loads(text) if path.endswith(".toml") else json.loads(text)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the configuration must be a mapping")
+    return data
+
+
+def load_config(
+    file: str | None = None, env: dict[str, str] | None = None, overrides: dict[str, Any] | None = None
+) -> Config:
+    env = dict(os.environ) if env is None else env
+    fields = {f.name: f for f in dataclasses.fields(Config)}
+    values: dict[str, Any] = {}
+    layers: list[dict[str, Any]] = []
+    if file:
+        layers.append(load_file(file))
+    from_env: dict[str, Any] = {}
+    for name in fields:
+        key = _ENV_ALIASES.get(name)
+        if key and key in env:
+            from_env[name] = env[key]
+        if f"ZBS_CSI_{name.upper()}" in env:
+            from_env[name] = env[f"ZBS_CSI_{name.upper()}"]
+    layers.append(from_env)
+    layers.append({k: v for k, v in (overrides or {}).items() if v is not None})
+    for layer in layers:
+        for key, value in layer.items():
+            name = key.replace("-", "_")
+            if name not in fields:
+                raise ConfigError(f"unknown configuration key {key!r}")
+            values[name] = _coerce(name, fields[name].type, value)
+    cfg = Config(**values)
+    cfg.validate()
+    return cfg

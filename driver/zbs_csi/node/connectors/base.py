@@ -1,0 +1,73 @@
+"""The interface both connectors implement, and the records they exchange with the node."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ...ids import is_iqn
+
+
+class ConnectorError(Exception):
+    """Attach/detach failed; ``retryable`` tells the CO whether trying again can help."""
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+@dataclass(frozen=True)
+class Chap:
+    username: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class AttachTarget:
+    """Where a LUN lives, from ControllerPublish's publish_context."""
+
+    volume_id: str
+    portal: str
+    target_iqn: str
+    lun: int
+    readonly: bool = False
+
+    @classmethod
+    def from_context(cls, volume_id: str, ctx: dict[str, str], *, readonly: bool = False) -> AttachTarget:
+        portal = ctx.get("portal", "")
+        iqn = ctx.get("targetIqn", "")
+        lun_text = ctx.get("lun", "")
+        host, _, port = portal.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConnectorError(f"publish_context portal {portal!r} is not host:port", retryable=False)
+        if any(c in host for c in "/?#@% \t\n"):
+            raise ConnectorError(f"publish_context portal {portal!r} is not host:port", retryable=False)
+        if not is_iqn(iqn):
+            raise ConnectorError(f"publish_context targetIqn {iqn!r} is not an IQN", retryable=False)
+        if not lun_text.isdigit() or not 0 <= int(lun_text) <= 16383:
+            raise ConnectorError(f"publish_context lun {lun_text!r} is not a LUN number", retryable=False)
+        return cls(volume_id, portal, iqn, int(lun_text), readonly)
+
+
+@dataclass
+class Attachment:
+    device: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+class Connector(Protocol):
+    name: str
+
+    def missing(self) -> list[str]:
+        """What this connector needs on the host and cannot find (empty when ready)."""
+
+    def attach(self, target: AttachTarget, chap: Chap | None) -> Attachment: ...
+
+    def detach(self, target: AttachTarget, data: dict[str, Any], still_staged: list[AttachTarget]) -> None:
+        """Tear everything down; ``still_staged`` are the node's other volumes (shared sessions)."""
+
+    def resize(self, target: AttachTarget, data: dict[str, Any], size: int) -> int:
+        """Make the device show the LUN's new size; returns the device size in bytes."""
+
+    def condition(self, data: dict[str, Any]) -> str | None:
+        """None when healthy, else what is wrong (session down, device gone...)."""

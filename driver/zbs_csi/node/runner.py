@@ -1,0 +1,139 @@
+"""The one place every host command goes through.
+
+Each command is an argv list (never a shell string), has a timeout, runs with an empty
+environment and a fixed PATH (``env -i`` semantics), and receives secrets only on stdin.
+A host-exec strategy decides where it runs: here (``none``), inside the host's root
+(``chroot /host``) or in the host's namespaces (``nsenter -t 1``) — the kernel connector
+needs the host's iscsiadm and multipathd. Tests swap in :class:`RecordingRunner`.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
+
+FIXED_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+class CommandError(Exception):
+    def __init__(self, argv: Sequence[str], rc: int, stderr: str) -> None:
+        self.argv = list(argv)
+        self.rc = rc
+        self.stderr = stderr.strip()
+        super().__init__(f"{argv[0]} exited {rc}: {self.stderr[-500:]}")
+
+
+@dataclass
+class Result:
+    argv: list[str]
+    rc: int
+    stdout: str = ""
+    stderr: str = ""
+
+
+def host_prefix(strategy: str, host_root: str = "/host") -> list[str]:
+    if strategy == "none":
+        return []
+    if strategy == "chroot":
+        return ["chroot", host_root]
+    if strategy == "nsenter":
+        return ["nsenter", "--target", "1", "--mount", "--uts", "--ipc", "--net", "--pid", "--"]
+    raise ValueError(f"unknown host-exec strategy {strategy!r}")
+
+
+@dataclass
+class Runner:
+    default_timeout: float = 120.0
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float | None = None,
+        stdin: str | None = None,
+        check: bool = True,
+        host: bool = False,
+    ) -> Result:
+        """Run ``argv``; ``host`` routes it through the host-exec strategy (no-op here)."""
+        argv = list(argv)
+        log.debug("run", extra={"fields": {"argv": argv}})
+        try:
+            proc = subprocess.run(
+                argv,
+                input=stdin,
+                capture_output=True,
+                text=True,
+                timeout=timeout or self.default_timeout,
+                env={"PATH": FIXED_PATH, "LC_ALL": "C"},
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise CommandError(argv, -1, f"timed out after {exc.timeout}s") from exc
+        except FileNotFoundError as exc:
+            raise CommandError(argv, 127, f"{argv[0]}: not found") from exc
+        res = Result(argv, proc.returncode, proc.stdout, proc.stderr)
+        if check and proc.returncode != 0:
+            raise CommandError(argv, proc.returncode, proc.stderr or proc.stdout)
+        return res
+
+
+@dataclass
+class HostRunner(Runner):
+    """Runs ``host=True`` commands through chroot or nsenter."""
+
+    strategy: str = "none"
+    host_root: str = "/host"
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float | None = None,
+        stdin: str | None = None,
+        check: bool = True,
+        host: bool = False,
+    ) -> Result:
+        full = [*host_prefix(self.strategy, self.host_root), *argv] if host else list(argv)
+        return super().run(full, timeout=timeout, stdin=stdin, check=check)
+
+
+Responder = Callable[[list[str], "str | None"], "Result | None"]
+
+
+@dataclass
+class RecordingRunner(Runner):
+    """Records every command instead of running it; responders script the host's answers.
+
+    Used where the real command cannot run here (the kernel iSCSI initiator): a responder
+    returns a :class:`Result` for the argv it recognises, else the command "succeeds" silently.
+    """
+
+    strategy: str = "none"
+    host_root: str = "/host"
+    calls: list[list[str]] = field(default_factory=list)
+    stdins: list[str | None] = field(default_factory=list)
+    responders: list[Responder] = field(default_factory=list)
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float | None = None,
+        stdin: str | None = None,
+        check: bool = True,
+        host: bool = False,
+    ) -> Result:
+        full = [*host_prefix(self.strategy, self.host_root), *argv] if host else list(argv)
+        self.calls.append(full)
+        self.stdins.append(stdin)
+        for responder in self.responders:
+            res = responder(list(argv), stdin)
+            if res is not None:
+                if check and res.rc != 0:
+                    raise CommandError(full, res.rc, res.stderr)
+                return res
+        return Result(full, 0)

@@ -1,0 +1,369 @@
+"""The CSI Node service: stage/unstage, publish/unpublish, expand, stats, volume condition.
+
+Above the connector everything is shared and the rules of csi.md apply: format only a blank
+device, xfs always ``nouuid``, one operation per volume at a time (ABORTED otherwise), and
+stage state persisted before any step that leaves something behind on the host, so a crash
+or restart at any point can be finished or undone.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from .. import caps as capmod
+from ..config import Config
+from ..errors import CsiError, already_exists, exhausted, internal, invalid, not_found, precondition
+from ..ids import is_iqn, is_uuid
+from ..locks import KeyedLocks
+from ..proto import csi_pb2 as csi
+from .connectors import AttachTarget, Chap, Connector, ConnectorError
+from .fs import Filesystems, FsError
+from .mounts import find_mount, read_mounts
+from .runner import CommandError, Runner
+from .state import StageRecord, StateStore
+
+log = logging.getLogger(__name__)
+
+CHAP_USER_KEY = "node.session.auth.username"
+CHAP_PASSWORD_KEY = "node.session.auth.password"  # noqa: S105 - a key name, not a secret
+
+
+def chap_from_secrets(secrets: dict[str, str]) -> Chap | None:
+    user, password = secrets.get(CHAP_USER_KEY, ""), secrets.get(CHAP_PASSWORD_KEY, "")
+    if not user and not password:
+        return None
+    if not user or not password:
+        raise invalid(f"CHAP needs both {CHAP_USER_KEY} and {CHAP_PASSWORD_KEY} in the node-stage secrets")
+    if len(user) > 512 or not all(c.isalnum() or c in ".:-_@" for c in user):
+        raise invalid(f"{CHAP_USER_KEY} may only hold letters, digits and .:-_@ (up to 512)")
+    if not password.isalnum() or not 12 <= len(password) <= 512:
+        raise invalid(f"{CHAP_PASSWORD_KEY} must be 12-512 letters and digits")
+    return Chap(user, password)
+
+
+def _path_arg(value: str, field: str) -> str:
+    if not value:
+        raise invalid(f"{field} is required")
+    if not value.startswith("/") or "\0" in value or any(p == ".." for p in value.split("/")):
+        raise invalid(f"{field} must be an absolute path without '..'")
+    return os.path.normpath(value)
+
+
+def _volume_arg(value: str) -> str:
+    if not value:
+        raise invalid("volume_id is required")
+    return value
+
+
+class NodeService:
+    def __init__(self, cfg: Config, runner: Runner, connector: Connector) -> None:
+        self.cfg = cfg
+        self.runner = runner
+        self.connector = connector
+        self.fs = Filesystems(runner)
+        self.store = StateStore(cfg.state_dir)
+        self.locks = KeyedLocks()
+
+    # ---------------------------------------------------------------- startup
+    def check_node_id(self) -> None:
+        if not is_iqn(self.cfg.node_id):
+            raise ValueError(f"node id {self.cfg.node_id!r} is not a valid initiator IQN")
+
+    def reconcile(self) -> None:
+        """Finish or undo what a previous run left half-done; forget publishes that are gone."""
+        mounts = read_mounts()
+        for rec in self.store.all():
+            if not rec.complete:
+                log.warning("undoing an interrupted stage", extra={"fields": {"volume_id": rec.volume_id}})
+                try:
+                    self._undo_stage(rec)
+                except (CsiError, ConnectorError, CommandError, FsError) as exc:
+                    log.error("could not undo an interrupted stage: %s", exc)
+                continue
+            gone = [p for p in rec.published if find_mount(p, mounts) is None]
+            for p in gone:
+                rec.published.pop(p)
+            if gone:
+                self.store.put(rec)
+            problem = self.connector.condition(rec.attach)
+            if rec.access_type == "mount" and find_mount(rec.staging_path, mounts) is None:
+                problem = problem or f"staging path {rec.staging_path} is not mounted"
+            if problem:
+                log.warning("staged volume is unhealthy: %s", problem, extra={"fields": {"volume_id": rec.volume_id}})
+
+    # ---------------------------------------------------------------- identity
+    def get_info(self) -> csi.NodeGetInfoResponse:
+        return csi.NodeGetInfoResponse(node_id=self.cfg.node_id, max_volumes_per_node=self.cfg.max_volumes_per_node)
+
+    def get_capabilities(self) -> csi.NodeGetCapabilitiesResponse:
+        rpc = csi.NodeServiceCapability.RPC
+        types = [rpc.STAGE_UNSTAGE_VOLUME, rpc.GET_VOLUME_STATS, rpc.EXPAND_VOLUME, rpc.VOLUME_CONDITION]
+        types.append(rpc.SINGLE_NODE_MULTI_WRITER)
+        return csi.NodeGetCapabilitiesResponse(capabilities=[csi.NodeServiceCapability(rpc=rpc(type=t)) for t in types])
+
+    # ---------------------------------------------------------------- stage
+    def stage(self, req: csi.NodeStageVolumeRequest) -> csi.NodeStageVolumeResponse:
+        volume_id = _volume_arg(req.volume_id)
+        staging = _path_arg(req.staging_target_path, "staging_target_path")
+        if not req.HasField("volume_capability"):
+            raise invalid("volume_capability is required")
+        cap = capmod.parse(req.volume_capability, self.cfg.default_fstype)
+        if not is_uuid(volume_id):
+            raise not_found(f"volume {volume_id[:80]!r} does not exist")
+        chap = chap_from_secrets(dict(req.secrets))
+        try:
+            target = AttachTarget.from_context(volume_id, dict(req.publish_context), readonly=cap.readonly)
+        except ConnectorError as exc:
+            raise invalid(str(exc)) from exc
+        with self.locks.hold(volume_id):
+            rec = self.store.get(volume_id)
+            if rec is not None and rec.complete:
+                same = (
+                    rec.staging_path == staging
+                    and rec.access_type == cap.access_type
+                    and (
+                        cap.access_type == "block"
+                        or (rec.fs_type == cap.fs_type and rec.mount_flags == list(cap.mount_flags))
+                    )
+                )
+                if not same:
+                    raise already_exists(f"volume {volume_id} is already staged at {rec.staging_path} differently")
+                return csi.NodeStageVolumeResponse()
+            if rec is not None:
+                self._undo_stage(rec)
+            if len(self.store.all()) >= self.cfg.max_volumes_per_node:
+                raise exhausted(f"this node already has {self.cfg.max_volumes_per_node} volumes staged")
+            Path(staging).mkdir(parents=True, exist_ok=True)
+            rec = StageRecord(
+                volume_id=volume_id,
+                staging_path=staging,
+                access_type=cap.access_type,
+                fs_type=cap.fs_type,
+                mount_flags=list(cap.mount_flags),
+                readonly=cap.readonly,
+                access_mode=cap.mode,
+                connector=self.connector.name,
+                publish_context=dict(req.publish_context),
+            )
+            self.store.put(rec)
+            try:
+                att = self.connector.attach(target, chap)
+                rec.device, rec.attach = att.device, att.data
+                self.store.put(rec)
+                if cap.access_type == "mount":
+                    self._format_and_mount(rec)
+            except ConnectorError as exc:
+                self._undo_stage(rec)
+                code = grpc.StatusCode.UNAVAILABLE if exc.retryable else grpc.StatusCode.FAILED_PRECONDITION
+                raise CsiError(code, str(exc)) from exc
+            except (CommandError, FsError) as exc:
+                self._undo_stage(rec)
+                raise internal(f"staging volume {volume_id}: {exc}") from exc
+            except CsiError:
+                self._undo_stage(rec)
+                raise
+            rec.complete = True
+            self.store.put(rec)
+            log.info("staged", extra={"fields": {"device": rec.device, "staging": staging, "fs": rec.fs_type}})
+        return csi.NodeStageVolumeResponse()
+
+    def _format_and_mount(self, rec: StageRecord) -> None:
+        found = self.fs.probe(rec.device)
+        if found.startswith("ptable:"):
+            raise precondition(f"volume {rec.volume_id} holds a partition table, not a filesystem; refusing to format")
+        if not found:
+            if rec.readonly:
+                raise precondition(f"volume {rec.volume_id} is blank and staged read-only: nothing to mount")
+            log.info("formatting blank device", extra={"fields": {"device": rec.device, "fs": rec.fs_type}})
+            self.fs.mkfs(rec.device, rec.fs_type)
+        elif found != rec.fs_type:
+            raise precondition(f"volume {rec.volume_id} holds {found}, not the requested {rec.fs_type}")
+        opts = self.fs.mount_options(rec.fs_type, rec.mount_flags, rec.readonly)
+        self.fs.mount(rec.device, rec.staging_path, rec.fs_type, opts)
+
+    def _undo_stage(self, rec: StageRecord) -> None:
+        if find_mount(rec.staging_path) is not None and rec.access_type == "mount":
+            self.fs.umount(rec.staging_path)
+        if rec.attach:
+            target = self._target_of(rec)
+            others = [
+                self._target_of(r) for r in self.store.all() if r.volume_id != rec.volume_id and r.publish_context
+            ]
+            self.connector.detach(target, rec.attach, [t for t in others if t is not None])
+        self.store.delete(rec.volume_id)
+
+    @staticmethod
+    def _target_of(rec: StageRecord) -> AttachTarget:
+        try:
+            return AttachTarget.from_context(rec.volume_id, rec.publish_context, readonly=rec.readonly)
+        except ConnectorError:
+            return AttachTarget(rec.volume_id, "", "", 0, rec.readonly)
+
+    def unstage(self, req: csi.NodeUnstageVolumeRequest) -> csi.NodeUnstageVolumeResponse:
+        volume_id = _volume_arg(req.volume_id)
+        staging = _path_arg(req.staging_target_path, "staging_target_path")
+        if not is_uuid(volume_id):
+            return csi.NodeUnstageVolumeResponse()
+        with self.locks.hold(volume_id):
+            rec = self.store.get(volume_id)
+            if rec is None:
+                return csi.NodeUnstageVolumeResponse()
+            if rec.staging_path != staging:
+                raise invalid(f"volume {volume_id} is staged at {rec.staging_path}, not {staging}")
+            still = [p for p in rec.published if find_mount(p) is not None]
+            if still:
+                raise precondition(f"volume {volume_id} is still published at {still[0]}")
+            try:
+                self._undo_stage(rec)
+            except ConnectorError as exc:
+                raise CsiError(grpc.StatusCode.UNAVAILABLE, f"unstaging {volume_id}: {exc}") from exc
+            except (CommandError, FsError) as exc:
+                raise internal(f"unstaging {volume_id}: {exc}") from exc
+            log.info("unstaged")
+        return csi.NodeUnstageVolumeResponse()
+
+    # ---------------------------------------------------------------- publish
+    def publish(self, req: csi.NodePublishVolumeRequest) -> csi.NodePublishVolumeResponse:
+        volume_id = _volume_arg(req.volume_id)
+        target_path = _path_arg(req.target_path, "target_path")
+        if not req.HasField("volume_capability"):
+            raise invalid("volume_capability is required")
+        cap = capmod.parse(req.volume_capability, self.cfg.default_fstype)
+        staging = _path_arg(req.staging_target_path, "staging_target_path")
+        if not is_uuid(volume_id):
+            raise not_found(f"volume {volume_id[:80]!r} does not exist")
+        readonly = req.readonly or cap.readonly
+        with self.locks.hold(volume_id):
+            rec = self.store.get(volume_id)
+            if rec is None or not rec.complete:
+                raise precondition(f"volume {volume_id} is not staged on this node")
+            if rec.staging_path != staging:
+                raise invalid(f"volume {volume_id} is staged at {rec.staging_path}, not {staging}")
+            if rec.access_type != cap.access_type:
+                raise invalid(f"volume {volume_id} was staged as {rec.access_type}, not {cap.access_type}")
+            want: dict[str, Any] = {
+                "readonly": readonly,
+                "access_type": cap.access_type,
+                "flags": list(cap.mount_flags),
+            }
+            have = rec.published.get(target_path)
+            if have is not None and find_mount(target_path) is not None:
+                if have != want:
+                    raise already_exists(f"volume {volume_id} is already published at {target_path} differently")
+                return csi.NodePublishVolumeResponse()
+            try:
+                if cap.access_type == "mount":
+                    Path(target_path).mkdir(parents=True, exist_ok=True)
+                    self.fs.bind(rec.staging_path, target_path, readonly)
+                else:
+                    Path(target_path).parent.mkdir(parents=True, exist_ok=True)
+                    Path(target_path).touch(exist_ok=True)
+                    self.fs.bind(rec.device, target_path, readonly)
+            except (CommandError, OSError) as exc:
+                raise internal(f"publishing {volume_id} at {target_path}: {exc}") from exc
+            rec.published[target_path] = want
+            self.store.put(rec)
+            log.info("published", extra={"fields": {"target_path": target_path, "readonly": readonly}})
+        return csi.NodePublishVolumeResponse()
+
+    def unpublish(self, req: csi.NodeUnpublishVolumeRequest) -> csi.NodeUnpublishVolumeResponse:
+        volume_id = _volume_arg(req.volume_id)
+        target_path = _path_arg(req.target_path, "target_path")
+        with self.locks.hold(volume_id):
+            try:
+                for _ in range(8):
+                    if find_mount(target_path) is None:
+                        break
+                    self.fs.umount(target_path)
+                p = Path(target_path)
+                if p.is_dir() and not p.is_symlink():
+                    p.rmdir()
+                elif p.exists() or p.is_symlink():
+                    p.unlink()
+            except (CommandError, OSError) as exc:
+                raise internal(f"unpublishing {volume_id} from {target_path}: {exc}") from exc
+            if is_uuid(volume_id):
+                rec = self.store.get(volume_id)
+                if rec is not None and target_path in rec.published:
+                    rec.published.pop(target_path)
+                    self.store.put(rec)
+            log.info("unpublished", extra={"fields": {"target_path": target_path}})
+        return csi.NodeUnpublishVolumeResponse()
+
+    # ---------------------------------------------------------------- stats / expand
+    def _record_for_path(self, volume_id: str, path: str) -> StageRecord:
+        rec = self.store.get(volume_id) if is_uuid(volume_id) else None
+        if rec is None or not rec.complete:
+            raise not_found(f"volume {volume_id[:80]!r} is not staged on this node")
+        if path != rec.staging_path and path not in rec.published:
+            raise not_found(f"{path} is not a path of volume {volume_id}")
+        if not os.path.exists(path):
+            raise not_found(f"{path} does not exist")
+        return rec
+
+    def stats(self, req: csi.NodeGetVolumeStatsRequest) -> csi.NodeGetVolumeStatsResponse:
+        volume_id = _volume_arg(req.volume_id)
+        path = _path_arg(req.volume_path, "volume_path")
+        rec = self._record_for_path(volume_id, path)
+        condition = self._condition(rec)
+        usage: list[csi.VolumeUsage] = []
+        unit = csi.VolumeUsage.Unit
+        if rec.access_type == "block":
+            try:
+                total = self.fs.device_size(rec.device)
+                usage.append(csi.VolumeUsage(unit=unit.BYTES, total=total))
+            except (CommandError, ValueError) as exc:
+                condition = condition or f"cannot read the device size: {exc}"
+        else:
+            try:
+                u = self.fs.usage(path)
+                usage.append(csi.VolumeUsage(unit=unit.BYTES, total=u.total, used=u.used, available=u.available))
+                usage.append(
+                    csi.VolumeUsage(unit=unit.INODES, total=u.inodes, used=u.inodes_used, available=u.inodes_free)
+                )
+            except OSError as exc:
+                condition = condition or f"cannot stat the filesystem: {exc}"
+        return csi.NodeGetVolumeStatsResponse(
+            usage=usage,
+            volume_condition=csi.VolumeCondition(abnormal=condition is not None, message=condition or "healthy"),
+        )
+
+    def _condition(self, rec: StageRecord) -> str | None:
+        problem = self.connector.condition(rec.attach)
+        if problem:
+            return problem
+        if rec.access_type == "mount":
+            m = find_mount(rec.staging_path)
+            if m is None:
+                return f"staging path {rec.staging_path} is not mounted"
+            if m.readonly and not rec.readonly:
+                return f"the filesystem at {rec.staging_path} went read-only"
+        return None
+
+    def expand(self, req: csi.NodeExpandVolumeRequest) -> csi.NodeExpandVolumeResponse:
+        volume_id = _volume_arg(req.volume_id)
+        path = _path_arg(req.volume_path, "volume_path")
+        with self.locks.hold(volume_id):
+            rec = self._record_for_path(volume_id, path)
+            size = req.capacity_range.required_bytes if req.HasField("capacity_range") else 0
+            target = self._target_of(rec)
+            try:
+                device_size = self.connector.resize(target, rec.attach, size)
+                if size and device_size < size:
+                    raise precondition(f"the device shows {device_size} bytes, less than the {size} asked for")
+                block = rec.access_type == "block" or (
+                    req.HasField("volume_capability") and req.volume_capability.HasField("block")
+                )
+                if not block:
+                    self.fs.grow(rec.device, rec.staging_path, rec.fs_type)
+            except ConnectorError as exc:
+                raise CsiError(grpc.StatusCode.UNAVAILABLE, f"expanding {volume_id}: {exc}") from exc
+            except (CommandError, FsError) as exc:
+                raise internal(f"expanding {volume_id}: {exc}") from exc
+            log.info("expanded", extra={"fields": {"bytes": device_size}})
+        return csi.NodeExpandVolumeResponse(capacity_bytes=device_size)

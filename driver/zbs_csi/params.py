@@ -1,0 +1,121 @@
+"""StorageClass and mutable parameters: parsed and validated before anything reaches ZBS."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import invalid
+
+FSTYPE_KEY = "csi.storage.k8s.io/fstype"
+# Keys external-provisioner adds with --extra-create-metadata: informational, accepted as is.
+PROVISIONER_METADATA = (
+    "csi.storage.k8s.io/pvc/name",
+    "csi.storage.k8s.io/pvc/namespace",
+    "csi.storage.k8s.io/pv/name",
+)
+STRIPE_NUMS = (1, 2, 4, 8, 16, 32, 64, 128)
+MAX_IOPS = 1_000_000
+MAX_BPS = 1 << 40
+
+
+@dataclass(frozen=True)
+class VolumeParams:
+    fs_type: str = ""
+    replica_num: int | None = None
+    thin_provision: bool | None = None
+    iops: int | None = None
+    bps: int | None = None
+    stripe_num: int | None = None
+    stripe_size: int | None = None
+
+    def lun_fields(self) -> dict[str, Any]:
+        """The create-iscsi-lun fields these parameters set (QoS only when given)."""
+        out: dict[str, Any] = {}
+        if self.thin_provision is not None:
+            out["thin_provision"] = self.thin_provision
+        if self.stripe_num is not None:
+            out["stripe_num"] = self.stripe_num
+        if self.stripe_size is not None:
+            out["stripe_size"] = self.stripe_size
+        if self.iops is not None:
+            out["iops"] = self.iops
+        if self.bps is not None:
+            out["bps"] = self.bps
+        return out
+
+
+def _int(key: str, value: str, lo: int, hi: int) -> int:
+    text = value.strip()
+    if not text.isdigit():
+        raise invalid(f"parameter {key!r} must be a whole number, got {value[:40]!r}")
+    n = int(text)
+    if not lo <= n <= hi:
+        raise invalid(f"parameter {key!r} must be within {lo}..{hi}, got {n}")
+    return n
+
+
+def _bool(key: str, value: str) -> bool:
+    text = value.strip().lower()
+    if text in ("true", "yes", "1", "on"):
+        return True
+    if text in ("false", "no", "0", "off"):
+        return False
+    raise invalid(f"parameter {key!r} must be true or false, got {value[:40]!r}")
+
+
+def _size(key: str, value: str) -> int:
+    units = {"": 1, "k": 1024, "ki": 1024, "kib": 1024, "m": 1 << 20, "mi": 1 << 20, "mib": 1 << 20}
+    text = value.strip().lower()
+    digits = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = text[len(digits) :]
+    if not digits.isdigit() or unit not in units:
+        raise invalid(f"parameter {key!r} must be a size such as 256Ki, got {value[:40]!r}")
+    return int(digits) * units[unit]
+
+
+def _qos(out: dict[str, Any], key: str, value: str) -> None:
+    if key == "iops":
+        out["iops"] = _int(key, value, 0, MAX_IOPS)
+    else:
+        out["bps"] = _int(key, value, 0, MAX_BPS)
+
+
+def parse_volume_params(params: dict[str, str]) -> VolumeParams:
+    out: dict[str, Any] = {}
+    for key, value in sorted(params.items()):
+        if key in PROVISIONER_METADATA:
+            continue
+        if key == FSTYPE_KEY:
+            if value not in ("", "ext4", "xfs"):
+                raise invalid(f"parameter {key!r} must be ext4 or xfs, got {value[:40]!r}")
+            out["fs_type"] = value
+        elif key == "replication.n":
+            out["replica_num"] = _int(key, value, 1, 3)
+        elif key == "thinProvisioning":
+            out["thin_provision"] = _bool(key, value)
+        elif key in ("iops", "throughput"):
+            _qos(out, key, value)
+        elif key == "stripeNum":
+            n = _int(key, value, 1, 128)
+            if n not in STRIPE_NUMS:
+                raise invalid(f"parameter {key!r} must be one of {', '.join(map(str, STRIPE_NUMS))}")
+            out["stripe_num"] = n
+        elif key == "stripeSize":
+            size = _size(key, value)
+            if not 4096 <= size <= 262144 or size & (size - 1):
+                raise invalid(f"parameter {key!r} must be a power of two from 4Ki to 256Ki")
+            out["stripe_size"] = size
+        else:
+            raise invalid(f"unknown parameter {key[:80]!r}")
+    return VolumeParams(**out)
+
+
+def parse_mutable_params(params: dict[str, str]) -> dict[str, int]:
+    """ControllerModifyVolume's parameters: only QoS may change on a live volume."""
+    out: dict[str, Any] = {}
+    for key, value in sorted(params.items()):
+        if key not in ("iops", "throughput"):
+            raise invalid(f"unknown or immutable parameter {key[:80]!r} (mutable: iops, throughput)")
+        _qos(out, key, value)
+    return out

@@ -1,0 +1,1 @@
+"""Small tools around the driver (a CSI client for troubleshooting and the quickstart)."""

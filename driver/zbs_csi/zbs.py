@@ -1,0 +1,66 @@
+"""The bridge to the shared ZBS client (plugins/module_utils), and its errors as gRPC codes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from .config import Config
+from .errors import CsiError
+
+try:
+    from ansible_collections.smartx.zbs.plugins.module_utils import zbs_errors as zerr
+    from ansible_collections.smartx.zbs.plugins.module_utils.zbs_client import ZbsClient
+    from ansible_collections.smartx.zbs.plugins.module_utils.zbs_validate import (
+        AllowedInitiators,
+        format_allowed_initiators,
+        parse_allowed_initiators,
+        target_iqn,
+    )
+except ImportError as _exc:  # the collection is not installed next to the driver
+    raise ImportError(
+        "zbs-csi needs the smartx.zbs collection (ansible_collections.smartx.zbs) on the Python path"
+    ) from _exc
+
+__all__ = [
+    "AllowedInitiators",
+    "ZbsClient",
+    "format_allowed_initiators",
+    "make_client",
+    "map_error",
+    "parse_allowed_initiators",
+    "target_iqn",
+    "zerr",
+]
+
+
+def make_client(cfg: Config) -> Any:
+    return ZbsClient(
+        cfg.zbs_host,
+        cfg.zbs_username,
+        cfg.password(),
+        validate_certs=cfg.zbs_validate_certs,
+        ca_path=cfg.zbs_ca_path or None,
+        timeout=cfg.zbs_timeout,
+        wait_timeout=cfg.zbs_wait_timeout,
+        poll_interval=0.2,
+    )
+
+
+def map_error(exc: Exception, doing: str) -> CsiError:
+    """The gRPC status a ZBS client error becomes; the message keeps the API's own words."""
+    code = grpc.StatusCode.INTERNAL
+    if isinstance(exc, zerr.ZbsValidationError):
+        code = grpc.StatusCode.INVALID_ARGUMENT
+    elif isinstance(exc, zerr.ZbsNotFound):
+        code = grpc.StatusCode.NOT_FOUND
+    elif isinstance(exc, zerr.ZbsAuthError):
+        code = grpc.StatusCode.UNAUTHENTICATED
+    elif isinstance(exc, zerr.ZbsConnectionError):
+        code = grpc.StatusCode.UNAVAILABLE
+    elif isinstance(exc, zerr.ZbsTaskTimeout):
+        code = grpc.StatusCode.DEADLINE_EXCEEDED
+    elif isinstance(exc, zerr.ZbsApiError) and exc.status >= 500:
+        code = grpc.StatusCode.UNAVAILABLE
+    return CsiError(code, f"{doing}: {exc}")
