@@ -276,7 +276,8 @@ class ZbsClient:
         self._token_lock = threading.Lock()
         self._session = requests.Session()
         self._session.headers.update({"Content-Type": "application/json", "Accept": "application/json"})
-        self._session.verify = (ca_path or True) if self.validate_certs else False
+        # Passed on every request: a session-level ``verify`` loses to REQUESTS_CA_BUNDLE.
+        self._verify: Any = (ca_path or True) if self.validate_certs else False
         if not self.validate_certs:
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
             self.log.warning("TLS certificate verification is disabled for %s", self.base_url)
@@ -395,7 +396,7 @@ class ZbsClient:
             self.stats.record(op)
             started = time.monotonic()
             try:
-                resp = self._session.post(url, json=payload, headers=headers, timeout=self.timeout)
+                resp = self._session.post(url, json=payload, headers=headers, timeout=self.timeout, verify=self._verify)
             except requests.exceptions.SSLError as exc:
                 raise ZbsConnectionError(
                     f"TLS handshake with {self.base_url} failed (give ca_path, or validate_certs=false "
@@ -552,8 +553,8 @@ class ZbsClient:
     ) -> List[Dict[str, Any]]:
         """Poll ``get-tasks`` until every task in ``ids`` is SUCCESSED; return the tasks.
 
-        Polls quickly first (50 ms, doubling up to ``poll_interval``) because most tasks are
-        short. Raises :class:`ZbsTaskFailed` on the first FAILED task and
+        First polls after 50 ms, then backs off (doubling up to ``poll_interval``): most tasks
+        are short, and every poll is a round trip. Raises :class:`ZbsTaskFailed` on the first FAILED task and
         :class:`ZbsTaskTimeout` naming the first unfinished one after ``timeout`` seconds
         (default ``wait_timeout``).
         """
@@ -563,6 +564,9 @@ class ZbsClient:
         done: Dict[str, Dict[str, Any]] = {}
         last: Dict[str, Optional[str]] = {}
         delay = min(0.05, self.poll_interval)
+        if wanted:  # a task just submitted has hardly ever finished: do not poll at once
+            time.sleep(min(delay, limit))
+            delay = min(delay * 2, self.poll_interval)
         while True:
             pending = [i for i in wanted if i not in done]
             if not pending:
