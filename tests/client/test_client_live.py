@@ -262,9 +262,9 @@ def test_concurrent_same_name_creates_one_wins(zbs_lite, prefix):
 
 
 def test_wrong_password_is_refused(zbs_lite):
-    with ZbsClient(zbs_lite.api_url, zbs_lite.username, "not-the-password", ca_path=zbs_lite.ca_path) as c:
-        with pytest.raises(ZbsAuthError) as err:
-            c.clusters.list()
+    c = ZbsClient(zbs_lite.api_url, zbs_lite.username, "not-the-password", ca_path=zbs_lite.ca_path)
+    with c, pytest.raises(ZbsAuthError) as err:
+        c.clusters.list()
     assert err.value.status == 401
     assert "not-the-password" not in str(err.value) + repr(err.value)
 
@@ -274,9 +274,9 @@ def test_tls_is_verified_with_the_generated_ca_and_refused_without(zbs_lite, mon
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
     with make_client(zbs_lite) as verified:
         assert verified.clusters.default()["id"]
-    with ZbsClient(zbs_lite.api_url, zbs_lite.username, zbs_lite.password, retries=0) as unverified:
-        with pytest.raises(ZbsConnectionError) as err:
-            unverified.clusters.list()
+    unverified = ZbsClient(zbs_lite.api_url, zbs_lite.username, zbs_lite.password, retries=0)
+    with unverified, pytest.raises(ZbsConnectionError) as err:
+        unverified.clusters.list()
     assert "TLS" in str(err.value) and "ca_path" in str(err.value)
     with make_client(zbs_lite, ca_path=None, validate_certs=False) as lab:
         assert lab.clusters.default()["id"]
