@@ -571,7 +571,7 @@ class Api:
 
     def _target_common(self, item: dict[str, Any], path: str, current: sqlite3.Row | None) -> dict[str, Any]:
         cols: dict[str, Any] = {}
-        if (d := v.get_str(item, "description", path)) is not None:
+        if (d := v.get_str(item, "description", path, ascii_only=False)) is not None:
             cols["description"] = d
         if (w := v.get_str(item, "ip_whitelist", path)) is not None:
             cols["ip_whitelist"] = v.ip_list(w, f"{path}.ip_whitelist")

@@ -102,6 +102,9 @@ class _Handler(BaseHTTPRequestHandler):
         except (ValueError, UnicodeDecodeError) as exc:
             self._error(ApiError(400, f"body: malformed JSON ({exc})"), path)
             return
+        except RecursionError:
+            self._error(ApiError(400, "body: malformed JSON (nested too deeply)"), path)
+            return
         try:
             if op == "login":
                 self._send(200, api.login(body))

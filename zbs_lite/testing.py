@@ -225,17 +225,22 @@ class ZbsLiteProcess:
         """
         import requests
 
-        if token is None:
-            if self._token is None:
-                self._token = self.login()
-            token = self._token
-        r = requests.post(
-            f"{self.api_url}/v2/api/{op}",
-            data=json.dumps(body),
-            headers={"Authorization": token, "Content-Type": "application/json"},
-            verify=self.ca_path,
-            timeout=timeout,
-        )
+        cached = token is None
+        for attempt in range(2):
+            if cached:
+                if self._token is None or attempt:
+                    self._token = self.login()
+                token = self._token
+            assert token is not None
+            r = requests.post(
+                f"{self.api_url}/v2/api/{op}",
+                data=json.dumps(body),
+                headers={"Authorization": token, "Content-Type": "application/json"},
+                verify=self.ca_path,
+                timeout=timeout,
+            )
+            if r.status_code != 401 or not cached:
+                break  # with our own token, log in again once on 401 like a real client
         return r.status_code, r.json()
 
     def login(self) -> str:

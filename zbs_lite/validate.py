@@ -47,7 +47,7 @@ def check_keys(obj: Any, path: str, allowed: Iterable[str], required: Iterable[s
     return obj
 
 
-def get_str(obj: dict[str, Any], key: str, path: str, *, max_len: int = 4096) -> str | None:
+def get_str(obj: dict[str, Any], key: str, path: str, *, max_len: int = 4096, ascii_only: bool = True) -> str | None:
     v = obj.get(key)
     if v is None:
         return None
@@ -55,8 +55,10 @@ def get_str(obj: dict[str, Any], key: str, path: str, *, max_len: int = 4096) ->
         raise bad(f"{path}.{key}", f"expected a string, got {type(v).__name__}")
     if len(v) > max_len:
         raise bad(f"{path}.{key}", f"at most {max_len} characters")
-    if not v.isascii() or any(ord(c) < 0x20 or ord(c) == 0x7F for c in v):
-        raise bad(f"{path}.{key}", "printable ASCII characters only")
+    if ascii_only and not v.isascii():
+        raise bad(f"{path}.{key}", "ASCII characters only")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in v):
+        raise bad(f"{path}.{key}", "no control characters")
     return v
 
 
