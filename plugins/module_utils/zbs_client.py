@@ -184,6 +184,27 @@ def _describe(kind: str, **keys: Any) -> str:
     return kind
 
 
+class Secret:
+    """A string that prints as ``********`` (repr, str, vars() of its owner, tracebacks)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return REDACTED
+
+    __str__ = __repr__
+
+
+class _SecretSet(set):
+    """The secrets a client has sent, to scrub from answers; prints redacted."""
+
+    def __repr__(self) -> str:
+        return "{" + REDACTED + "}"
+
+
 class ApiStats:
     """API calls made by one client: per operation and in total (retries and re-logins count)."""
 
@@ -261,7 +282,7 @@ class ZbsClient:
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             raise ZbsValidationError("retries", f"must be a non-negative integer, got {retries!r}")
         self.username = username
-        self.__password = password
+        self._password = Secret(password)
         self.validate_certs = bool(validate_certs)
         self.ca_path = ca_path
         self.timeout = float(timeout)
@@ -270,8 +291,8 @@ class ZbsClient:
         self.retries = retries
         self.log = logger or logging.getLogger("zbs.client")
         self.stats = ApiStats()
-        self._token: Optional[str] = None
-        self._sent_secrets: Set[str] = set()
+        self._token: Optional[Secret] = None
+        self._sent_secrets: Set[str] = _SecretSet()
         self._secrets_lock = threading.Lock()
         self._token_lock = threading.Lock()
         self._session = requests.Session()
@@ -333,9 +354,10 @@ class ZbsClient:
         (a task error or a later answer may echo a CHAP secret from an earlier request)."""
         with self._secrets_lock:
             self._sent_secrets.update(extra)
-            found = {self.__password, *self._sent_secrets}
-        if self._token:
-            found.add(self._token)
+            found = {self._password.value, *self._sent_secrets}
+        token = self._token
+        if token is not None:
+            found.add(token.value)
         return found
 
     def login(self) -> None:
@@ -344,12 +366,12 @@ class ZbsClient:
             self._login_locked()
 
     def _login_locked(self) -> None:
-        body = {"username": self.username, "password": self.__password, "source": "LOCAL"}
+        body = {"username": self.username, "password": self._password.value, "source": "LOCAL"}
         resp = self._call("login", body, what=f"user {self.username!r}", token=None)
         token = resp.get("data", {}).get("token") if isinstance(resp, dict) else None
         if not isinstance(token, str) or not token:
             raise ZbsAuthError(200, "login answered without a token", "/login", operation="login")
-        self._token = token
+        self._token = Secret(token)
         self.log.debug("logged in to %s as %s", self.base_url, self.username)
 
     def _current_token(self) -> str:
@@ -359,11 +381,11 @@ class ZbsClient:
             token = self._token
         if token is None:
             raise ZbsAuthError(401, "no token after login", "/login", operation="login")
-        return token
+        return token.value
 
     def _drop_token(self, token: str) -> None:
         with self._token_lock:
-            if self._token == token:
+            if self._token is not None and self._token.value == token:
                 self._token = None
 
     def request(self, op: str, body: Any = None, *, what: Optional[str] = None) -> Any:

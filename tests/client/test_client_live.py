@@ -291,7 +291,8 @@ def test_secrets_stay_out_of_errors_reprs_and_logs(zbs_lite, prefix, caplog):
     caplog.set_level(logging.DEBUG)
     with make_client(zbs_lite) as c:
         target = c.targets.create(prefix, chap_enabled=True, chap_name="u1", chap_secret=TARGET_CHAP)
-        token = c._token
+        token = c._token.value
+        assert token not in repr(vars(c))
         errors = []
         for call in (
             lambda: c.targets.create(prefix, chap_enabled=True, chap_name="u1", chap_secret=TARGET_CHAP),

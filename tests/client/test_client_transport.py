@@ -238,6 +238,7 @@ def test_secrets_never_in_errors_reprs_or_logs(api, caplog):
     for secret in (api.password, api.token, CHAP):
         assert secret not in caplog.text
         assert secret not in repr(client)
+        assert secret not in repr(vars(client))
     assert "********" in str(errors[0])
 
 

@@ -14,7 +14,7 @@ import uuid
 from collections import defaultdict
 
 import pytest
-from ansible_collections.smartx.zbs.plugins.module_utils.zbs_client import ZbsClient
+from ansible_collections.smartx.zbs.plugins.module_utils.zbs_client import Secret, ZbsClient
 from ansible_collections.smartx.zbs.plugins.module_utils.zbs_errors import ZbsApiError
 from client_openapi import Exchange, Spec, record_exchanges
 
@@ -124,7 +124,7 @@ def _drive_every_endpoint(client: ZbsClient, zl) -> None:
     client.query("get-tasks", {"id_in": ["no-such-task"]})
     with pytest.raises(ZbsApiError):  # an ErrorBody: the target still has LUNs
         client.targets.delete(target["id"])
-    client._token = "expired-token-value"  # a 401 ErrorBody, then a re-login
+    client._token = Secret("expired-token-value")  # a 401 ErrorBody, then a re-login
     client.luns.list({"id": lun["id"]})
     client.snapshots.delete(snap["id"])
     for obj in (lun, lun2, clone, copy):
