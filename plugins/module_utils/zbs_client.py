@@ -737,6 +737,10 @@ class Clusters(_Resource):
     plural = "clusters"
     kind = "cluster"
 
+    def __init__(self, client: ZbsClient) -> None:
+        super().__init__(client)
+        self._default_id: Optional[str] = None
+
     def get(
         self, *, id: Optional[str] = None, name: Optional[str] = None, local_id: Optional[str] = None
     ) -> Optional[Dict[str, Any]]:
@@ -757,6 +761,12 @@ class Clusters(_Resource):
                 "cluster", f"the API manages {len(clusters)} clusters; name the one to use (cluster_id)"
             )
         return clusters[0]
+
+    def default_id(self) -> str:
+        """The only cluster's id, read once per client (clusters do not come and go)."""
+        if self._default_id is None:
+            self._default_id = str(self.default()["id"])
+        return self._default_id
 
 
 class Targets(_Resource):
@@ -802,9 +812,7 @@ class Targets(_Resource):
         data: Dict[str, Any] = dict(fields)
         data["name"] = validate_target_name(name)
         what = _describe("target", name=data["name"])
-        data["cluster_id"] = (
-            validate_id(cluster_id, "cluster_id") if cluster_id else self._client.clusters.default()["id"]
-        )
+        data["cluster_id"] = validate_id(cluster_id, "cluster_id") if cluster_id else self._client.clusters.default_id()
         data["replica_num"] = validate_replica_num(replica_num)
         data["thin_provision"] = bool(thin_provision)
         data["stripe_num"] = validate_stripe_num(stripe_num)

@@ -345,3 +345,29 @@ def test_task_timeout_names_task_and_operation_and_the_task_still_finishes(slow_
         target = c.targets.get(name=prefix)
         assert target is not None
         c.mutate("delete-iscsi-target", {"where": {"id": target["id"]}}, what="cleanup", timeout=30)
+
+
+def test_round_trips_per_operation(client, prefix):
+    """What each helper costs in API calls (task polls vary with timing; the rest must not)."""
+    client.login()
+    client.stats.reset()
+    first = client.targets.create(f"{prefix}-a")
+    assert _calls(client) == {"get-clusters": 1, "create-iscsi-target": 1, "get-iscsi-targets": 1}
+    client.stats.reset()
+    second = client.targets.create(f"{prefix}-b")  # the default cluster is known by now
+    assert _calls(client) == {"create-iscsi-target": 1, "get-iscsi-targets": 1}
+    client.stats.reset()
+    lun = client.luns.create("v", first["id"], MiB, replica_num=2)
+    assert _calls(client) == {"create-iscsi-lun": 1, "get-iscsi-luns": 1}
+    client.stats.reset()
+    assert client.luns.get(name="v", target_id=first["id"])["id"] == lun["id"]
+    assert client.stats.by_op == {"get-iscsi-luns": 1}
+    client.luns.delete(lun["id"])
+    client.targets.delete(first["id"])
+    client.targets.delete(second["id"])
+
+
+def _calls(client: ZbsClient) -> dict[str, int]:
+    calls = client.stats.by_op
+    assert calls.pop("get-tasks", 0) >= 1
+    return calls
