@@ -12,7 +12,7 @@ import socket
 import threading
 
 import pytest
-from ansible_collections.smartx.zbs.plugins.module_utils.zbs_client import ZbsClient, base_url
+from ansible_collections.smartx.zbs.plugins.module_utils.zbs_client import Secret, ZbsClient, base_url
 from ansible_collections.smartx.zbs.plugins.module_utils.zbs_errors import (
     ZbsApiError,
     ZbsAuthError,
@@ -182,6 +182,19 @@ def test_unreachable_api_is_a_connection_error():
         client.clusters.list()
     assert err.value.operation == "login"
     assert client.stats["login"] == 2
+
+
+def test_a_refused_connection_is_retried_even_for_a_mutation():
+    """Nothing reached the server, so sending the create again cannot create twice."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    client = ZbsClient(f"http://127.0.0.1:{port}", "admin", "pw", retries=2, timeout=2)
+    client._token = Secret("tok-already-logged-in")
+    with pytest.raises(ZbsConnectionError) as err:
+        client.mutate("create-iscsi-lun", [{"name": "v"}], what="lun 'v'")
+    assert "after 3 attempt(s)" in str(err.value)
+    assert client.stats.by_op == {"create-iscsi-lun": 3}
 
 
 def test_error_body_is_kept_and_typed(api):
