@@ -432,6 +432,13 @@ class ZbsClient:
                     attempt += 1
                     self._backoff(op, attempt, reason)
                     continue
+                if not _is_idempotent(op) and not _never_sent(exc):
+                    raise ZbsConnectionError(
+                        f"no answer from {self.base_url} ({reason}); the change may or may not have been "
+                        "applied: read the object before trying again",
+                        operation=op,
+                        object=what,
+                    ) from None
                 raise ZbsConnectionError(
                     f"cannot reach {self.base_url} after {attempt + 1} attempt(s): {reason}", operation=op, object=what
                 ) from None
