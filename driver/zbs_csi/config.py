@@ -50,6 +50,10 @@ class Config:
     size_granularity: int = GiB
     default_replica_num: int = 2
     default_thin_provision: bool = True
+    # GET_SNAPSHOT is alpha in CSI 1.12; tools built on older specs (csi-sanity v5.4.0) reject it.
+    advertise_get_snapshot: bool = True
+    # Targets made with CHAP on: every publish then needs the node's CHAP secret.
+    chap: bool = False
     # node
     node_id: str = ""
     initiator_name_file: str = "/etc/iscsi/initiatorname.iscsi"

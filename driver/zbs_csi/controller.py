@@ -14,9 +14,11 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from . import caps as capmod
+from .chap import chap_from_secrets, random_secret
 from .config import Config
 from .errors import (
     CsiError,
@@ -36,6 +38,8 @@ from .zbs import format_allowed_initiators, map_error, parse_allowed_initiators,
 log = logging.getLogger(__name__)
 
 MAX_LUN_SIZE = 64 * 1024**4
+DEFAULT_STRIPE_NUM = 8
+DEFAULT_STRIPE_SIZE = 256 * 1024
 GRANULE = 4096
 
 
@@ -58,6 +62,12 @@ def choose_size(required: int, limit: int, granularity: int) -> int:
     if size > MAX_LUN_SIZE:
         raise out_of_range(f"{size} bytes is above the 64TiB LUN maximum")
     return size
+
+
+def _target_full(exc: Exception) -> bool:
+    """Whether the API refused a LUN because its target has no room (ZBS: 255 LUNs, ids 1-255)."""
+    text = str(exc).lower()
+    return "already holds" in text or "lun_id" in text or "no free" in text
 
 
 def _timestamp(text: str | None) -> Timestamp:
@@ -87,6 +97,7 @@ class _TargetSlot:
     iqn: str
     counter: int
     luns: int
+    stripe: tuple[int, int] = (DEFAULT_STRIPE_NUM, DEFAULT_STRIPE_SIZE)
 
 
 class TargetPool:
@@ -132,22 +143,29 @@ class TargetPool:
                 slots = self._refresh()
             return slots.get(target_id)
 
-    def reserve(self, exclude: set[str] | None = None) -> _TargetSlot:
+    def reserve(self, stripe: tuple[int, int], exclude: set[str] | None = None) -> _TargetSlot:
+        """A target with room and the wanted striping (striping is a target property in ZBS)."""
         with self._lock:
             slots = self._slots if self._slots is not None else self._refresh()
             for slot in sorted(slots.values(), key=lambda s: s.counter):
-                if slot.luns < self.cfg.luns_per_target and slot.id not in (exclude or set()):
+                if slot.luns < self.cfg.luns_per_target and slot.id not in (exclude or set()) and slot.stripe == stripe:
                     slot.luns += 1
                     return slot
             counter = max((s.counter for s in slots.values()), default=0) + 1
             for _ in range(5):
                 name = f"{self.prefix}-{counter:04d}"
+                chap: dict[str, Any] = {}
+                if self.cfg.chap:
+                    chap = {"chap_enabled": True, "chap_name": name, "chap_secret": random_secret()}
                 try:
                     t = self.client.targets.create(
                         name,
                         self.cluster_id(),
+                        **chap,
                         replica_num=self.cfg.default_replica_num,
                         thin_provision=self.cfg.default_thin_provision,
+                        stripe_num=stripe[0],
+                        stripe_size=stripe[1],
                         description="managed by zbs-csi; LUNs are Kubernetes volumes",
                         iqn_whitelist="*/*",
                         ip_whitelist="*/*",
@@ -156,12 +174,12 @@ class TargetPool:
                     # Another replica made it first: take what exists now.
                     slots = self._refresh()
                     existing = [s for s in slots.values() if s.name == name]
-                    if existing and existing[0].luns < self.cfg.luns_per_target:
+                    if existing and existing[0].luns < self.cfg.luns_per_target and existing[0].stripe == stripe:
                         existing[0].luns += 1
                         return existing[0]
                     counter = max((s.counter for s in slots.values()), default=counter) + 1
                     continue
-                slot = _TargetSlot(t["id"], t["name"], t.get("iqn_name") or target_iqn(t["name"]), counter, 1)
+                slot = _TargetSlot(t["id"], t["name"], t.get("iqn_name") or target_iqn(t["name"]), counter, 1, stripe)
                 slots[slot.id] = slot
                 log.info("created target", extra={"fields": {"target": name}})
                 return slot
@@ -206,6 +224,10 @@ class ControllerService:
         self.pool = TargetPool(client, cfg)
         self.locks = KeyedLocks()
         self._portal: str | None = None
+        # readonly of each (volume, node) publish this process made: ZBS keeps no such flag,
+        # so after a restart a repeated publish is taken as compatible.
+        self._readonly: dict[tuple[str, str], bool] = {}
+        self.locks_chap = threading.Lock()
 
     # ---------------------------------------------------------------- helpers
     def _zbs(self, doing: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -270,7 +292,6 @@ class ControllerService:
             rpc.GET_CAPACITY,
             rpc.CREATE_DELETE_SNAPSHOT,
             rpc.LIST_SNAPSHOTS,
-            rpc.GET_SNAPSHOT,
             rpc.CLONE_VOLUME,
             rpc.PUBLISH_READONLY,
             rpc.EXPAND_VOLUME,
@@ -280,6 +301,8 @@ class ControllerService:
             rpc.SINGLE_NODE_MULTI_WRITER,
             rpc.MODIFY_VOLUME,
         ]
+        if self.cfg.advertise_get_snapshot:
+            types.append(rpc.GET_SNAPSHOT)
         return csi.ControllerGetCapabilitiesResponse(
             capabilities=[csi.ControllerServiceCapability(rpc=rpc(type=t)) for t in types]
         )
@@ -361,8 +384,9 @@ class ControllerService:
             else:
                 raise invalid("volume_content_source names neither a snapshot nor a volume")
         tried: set[str] = set()
+        stripe = (params.stripe_num or DEFAULT_STRIPE_NUM, params.stripe_size or DEFAULT_STRIPE_SIZE)
         for _ in range(4):
-            slot = self.pool.reserve(tried)
+            slot = self.pool.reserve(stripe, tried)
             made = False
             try:
                 if src_kind == "snapshot":
@@ -393,6 +417,13 @@ class ControllerService:
                     return existing
                 if isinstance(exc, zerr.ZbsApiError) and exc.status >= 500:
                     raise map_error(exc, f"creating volume {lun_name}") from exc
+                if not _target_full(exc):
+                    raise CsiError(
+                        grpc.StatusCode.INVALID_ARGUMENT
+                        if isinstance(exc, zerr.ZbsApiError) and exc.status == 400
+                        else grpc.StatusCode.INTERNAL,
+                        f"creating volume {lun_name}: {exc}",
+                    ) from exc
                 log.warning("target refused a LUN, trying another: %s", exc)
                 self.pool.mark_full(slot.id)
                 tried.add(slot.id)
@@ -439,14 +470,27 @@ class ControllerService:
         if not req.HasField("volume_capability"):
             raise invalid("volume_capability is required")
         cap = capmod.parse(req.volume_capability, self.cfg.default_fstype)
+        chap = chap_from_secrets(dict(req.secrets))
         with self.locks.hold(req.volume_id):
             lun = self._lun(req.volume_id)
             if lun is None:
                 raise not_found(f"volume {req.volume_id[:80]!r} does not exist")
             if not is_iqn(req.node_id):
                 raise not_found(f"node {req.node_id[:80]!r} does not exist (node ids are initiator IQNs)")
+            target_id = (lun.get("iscsi_target") or {}).get("id", "")
+            if chap is not None:
+                self._register_chap(target_id, req.node_id, chap)
+            elif self.cfg.chap:
+                raise invalid("CHAP is on: the controller-publish secrets must carry the node's CHAP credentials")
             allowed = parse_allowed_initiators(lun.get("allowed_initiators"))
-            if not allowed.allows(req.node_id) or allowed.kind == "all":
+            key = (req.volume_id, req.node_id)
+            if allowed.kind == "set" and req.node_id in allowed.iqns:
+                if self._readonly.get(key, req.readonly) != req.readonly:
+                    raise already_exists(
+                        f"volume {req.volume_id} is already published to {req.node_id} with readonly="
+                        f"{self._readonly[key]}"
+                    )
+            else:
                 others = sorted(allowed.iqns) if allowed.kind == "set" else []
                 if others and not cap.multi_node:
                     raise precondition(f"volume {req.volume_id} is published to {others[0]} and is single-node")
@@ -459,12 +503,26 @@ class ControllerService:
                     ),
                 )
                 log.info("published", extra={"fields": {"node": req.node_id}})
-            target = self.pool.slot((lun.get("iscsi_target") or {}).get("id", ""))
+            self._readonly[key] = req.readonly
+            target = self.pool.slot(target_id)
             if target is None:
                 raise not_found(f"the target of volume {req.volume_id} is gone")
             return csi.ControllerPublishVolumeResponse(
                 publish_context={"portal": self.portal(), "targetIqn": target.iqn, "lun": str(lun["lun_id"])}
             )
+
+    def _register_chap(self, target_id: str, node_id: str, chap: Any) -> None:
+        """Make ``chap`` the node's credentials on the target (targets are shared, so upsert)."""
+        with self.locks_chap:
+            target = self._zbs("reading the target", self.client.targets.get, id=target_id)
+            if target is None:
+                raise not_found(f"target {target_id} is gone")
+            entries = [dict(e) for e in target.get("initiator_chaps") or []]
+            mine = {"initiator_iqn": node_id, "chap_name": chap.username, "chap_secret": chap.password}
+            if mine in entries:
+                return
+            entries = [e for e in entries if e.get("initiator_iqn") != node_id] + [mine]
+            self._zbs(f"registering CHAP for {node_id}", self.client.targets.update, target_id, initiator_chaps=entries)
 
     def unpublish(self, req: csi.ControllerUnpublishVolumeRequest) -> csi.ControllerUnpublishVolumeResponse:
         if not req.volume_id:
@@ -489,6 +547,10 @@ class ControllerService:
                 lun["id"],
                 allowed_initiators=new,
             )
+            for key in [
+                k for k in self._readonly if k[0] == req.volume_id and (not req.node_id or k[1] == req.node_id)
+            ]:
+                self._readonly.pop(key, None)
             log.info("unpublished (fenced)", extra={"fields": {"node": req.node_id or "*"}})
         return csi.ControllerUnpublishVolumeResponse()
 
@@ -573,10 +635,9 @@ class ControllerService:
         used = int(cluster.get("used_data_space") or 0)
         replicas = parse_volume_params(dict(req.parameters)).replica_num or self.cfg.default_replica_num
         available = max(0, total - used) // max(1, replicas)
-        return csi.GetCapacityResponse(
-            available_capacity=available,
-            maximum_volume_size=csi_int64(min(MAX_LUN_SIZE, available) if available else MAX_LUN_SIZE),
-        )
+        resp = csi.GetCapacityResponse(available_capacity=available)
+        resp.maximum_volume_size.value = min(MAX_LUN_SIZE, available) if available else MAX_LUN_SIZE
+        return resp
 
     def expand(self, req: csi.ControllerExpandVolumeRequest) -> csi.ControllerExpandVolumeResponse:
         if not req.volume_id:
@@ -712,7 +773,3 @@ class ControllerService:
         if snap is None:
             raise not_found(f"snapshot {req.snapshot_id[:80]!r} does not exist")
         return csi.GetSnapshotResponse(snapshot=self._snapshot_msg(snap))
-
-
-def csi_int64(n: int) -> int:
-    return min(n, (1 << 63) - 1)

@@ -30,14 +30,10 @@ class VolumeParams:
     stripe_size: int | None = None
 
     def lun_fields(self) -> dict[str, Any]:
-        """The create-iscsi-lun fields these parameters set (QoS only when given)."""
+        """The create-iscsi-lun fields these parameters set (striping is the target's, see TargetPool)."""
         out: dict[str, Any] = {}
         if self.thin_provision is not None:
             out["thin_provision"] = self.thin_provision
-        if self.stripe_num is not None:
-            out["stripe_num"] = self.stripe_num
-        if self.stripe_size is not None:
-            out["stripe_size"] = self.stripe_size
         if self.iops is not None:
             out["iops"] = self.iops
         if self.bps is not None:

@@ -16,34 +16,19 @@ from typing import Any
 import grpc
 
 from .. import caps as capmod
+from ..chap import chap_from_secrets
 from ..config import Config
 from ..errors import CsiError, already_exists, exhausted, internal, invalid, not_found, precondition
 from ..ids import is_iqn, is_uuid
 from ..locks import KeyedLocks
 from ..proto import csi_pb2 as csi
-from .connectors import AttachTarget, Chap, Connector, ConnectorError
+from .connectors import AttachTarget, Connector, ConnectorError
 from .fs import Filesystems, FsError
 from .mounts import find_mount, read_mounts
 from .runner import CommandError, Runner
 from .state import StageRecord, StateStore
 
 log = logging.getLogger(__name__)
-
-CHAP_USER_KEY = "node.session.auth.username"
-CHAP_PASSWORD_KEY = "node.session.auth.password"  # noqa: S105 - a key name, not a secret
-
-
-def chap_from_secrets(secrets: dict[str, str]) -> Chap | None:
-    user, password = secrets.get(CHAP_USER_KEY, ""), secrets.get(CHAP_PASSWORD_KEY, "")
-    if not user and not password:
-        return None
-    if not user or not password:
-        raise invalid(f"CHAP needs both {CHAP_USER_KEY} and {CHAP_PASSWORD_KEY} in the node-stage secrets")
-    if len(user) > 512 or not all(c.isalnum() or c in ".:-_@" for c in user):
-        raise invalid(f"{CHAP_USER_KEY} may only hold letters, digits and .:-_@ (up to 512)")
-    if not password.isalnum() or not 12 <= len(password) <= 512:
-        raise invalid(f"{CHAP_PASSWORD_KEY} must be 12-512 letters and digits")
-    return Chap(user, password)
 
 
 def _path_arg(value: str, field: str) -> str:
@@ -297,9 +282,14 @@ class NodeService:
 
     # ---------------------------------------------------------------- stats / expand
     def _record_for_path(self, volume_id: str, path: str) -> StageRecord:
+        """The volume's record when ``path`` is one of its paths; NOT_FOUND otherwise.
+
+        ``path`` is only compared with recorded paths, never used before it matched one.
+        """
         rec = self.store.get(volume_id) if is_uuid(volume_id) else None
         if rec is None or not rec.complete:
             raise not_found(f"volume {volume_id[:80]!r} is not staged on this node")
+        path = os.path.normpath(path) if path.startswith("/") else path
         if path != rec.staging_path and path not in rec.published:
             raise not_found(f"{path} is not a path of volume {volume_id}")
         if not os.path.exists(path):
@@ -308,8 +298,10 @@ class NodeService:
 
     def stats(self, req: csi.NodeGetVolumeStatsRequest) -> csi.NodeGetVolumeStatsResponse:
         volume_id = _volume_arg(req.volume_id)
-        path = _path_arg(req.volume_path, "volume_path")
-        rec = self._record_for_path(volume_id, path)
+        if not req.volume_path:
+            raise invalid("volume_path is required")
+        rec = self._record_for_path(volume_id, req.volume_path)
+        path = os.path.normpath(req.volume_path)
         condition = self._condition(rec)
         usage: list[csi.VolumeUsage] = []
         unit = csi.VolumeUsage.Unit
@@ -347,9 +339,10 @@ class NodeService:
 
     def expand(self, req: csi.NodeExpandVolumeRequest) -> csi.NodeExpandVolumeResponse:
         volume_id = _volume_arg(req.volume_id)
-        path = _path_arg(req.volume_path, "volume_path")
+        if not req.volume_path:
+            raise invalid("volume_path is required")
         with self.locks.hold(volume_id):
-            rec = self._record_for_path(volume_id, path)
+            rec = self._record_for_path(volume_id, req.volume_path)
             size = req.capacity_range.required_bytes if req.HasField("capacity_range") else 0
             target = self._target_of(rec)
             try:

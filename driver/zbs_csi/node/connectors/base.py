@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ...chap import Chap
 from ...ids import is_iqn
 
 
@@ -14,12 +15,6 @@ class ConnectorError(Exception):
     def __init__(self, message: str, *, retryable: bool = True) -> None:
         super().__init__(message)
         self.retryable = retryable
-
-
-@dataclass(frozen=True)
-class Chap:
-    username: str
-    password: str = field(repr=False)
 
 
 @dataclass(frozen=True)
