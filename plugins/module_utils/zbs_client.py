@@ -482,7 +482,7 @@ class ZbsClient:
         if resp.status_code == 401:
             return ZbsAuthError(401, message, path, **kwargs)
         if resp.status_code == 404:
-            return ZbsNotFound(message, path, **kwargs)
+            return ZbsNotFound(404, message, path, **kwargs)
         return ZbsApiError(resp.status_code, message, path, **kwargs)
 
     # ------------------------------------------------------------ query helpers
@@ -842,7 +842,13 @@ class Targets(_Resource):
             "update-iscsi-target", {"where": {"id": target_id}, "data": body}, what=what, wait=wait
         )
         if not updated:
-            raise ZbsNotFound(f"no target with id {target_id}", "/update-iscsi-target", operation="update-iscsi-target")
+            raise ZbsNotFound(
+                404,
+                f"no target with id {target_id}",
+                "/update-iscsi-target",
+                operation="update-iscsi-target",
+                object=what,
+            )
         return self._reread(updated[0]) if wait else updated[0]
 
     def delete(self, id: str, *, wait: bool = True) -> None:
@@ -911,7 +917,11 @@ class Luns(_Resource):
             target = self._client.targets.get(id=data["iscsi_target_id"])
             if target is None:
                 raise ZbsNotFound(
-                    f"target {data['iscsi_target_id']} does not exist", operation="create-iscsi-lun", object=what
+                    404,
+                    f"target {data['iscsi_target_id']} does not exist",
+                    "/create-iscsi-lun",
+                    operation="create-iscsi-lun",
+                    object=what,
                 )
             replica_num = int(target.get("replica_num") or DEFAULT_REPLICA_NUM)
         data["replica_num"] = validate_replica_num(replica_num)
@@ -934,7 +944,9 @@ class Luns(_Resource):
             raise ZbsValidationError("data", "nothing to update")
         updated = self._client.mutate("update-iscsi-lun", {"where": {"id": lun}, "data": body}, what=what, wait=wait)
         if not updated:
-            raise ZbsNotFound(f"no LUN with id {lun}", "/update-iscsi-lun", operation="update-iscsi-lun")
+            raise ZbsNotFound(
+                404, f"no LUN with id {lun}", "/update-iscsi-lun", operation="update-iscsi-lun", object=what
+            )
         return self._reread(updated[0]) if wait else updated[0]
 
     def delete(self, id: str, remove_snapshot: bool = False, *, wait: bool = True) -> None:

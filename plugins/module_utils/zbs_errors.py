@@ -68,10 +68,8 @@ class ZbsAuthError(ZbsApiError):
 
 
 class ZbsNotFound(ZbsApiError):
-    """The API said 404, or an object the operation needs does not exist."""
-
-    def __init__(self, message: str, path: Optional[str] = None, status: int = 404, **kwargs: Any) -> None:
-        super().__init__(status, message, path, **kwargs)
+    """The API said 404, or an object the operation needs does not exist (same arguments as
+    :class:`ZbsApiError`; ``status`` is 404 for client-side findings too)."""
 
 
 class ZbsTaskFailed(ZbsError):

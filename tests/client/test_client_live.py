@@ -16,6 +16,7 @@ from ansible_collections.smartx.zbs.plugins.module_utils.zbs_errors import (
     ZbsApiError,
     ZbsAuthError,
     ZbsConnectionError,
+    ZbsNotFound,
     ZbsTaskFailed,
     ZbsTaskTimeout,
     ZbsValidationError,
@@ -371,3 +372,14 @@ def _calls(client: ZbsClient) -> dict[str, int]:
     calls = client.stats.by_op
     assert calls.pop("get-tasks", 0) >= 1
     return calls
+
+
+def test_missing_objects_are_not_found_errors(client):
+    gone = "c0doesnotexist0000000000000"
+    with pytest.raises(ZbsNotFound) as no_target:
+        client.luns.create("v", gone, MiB)  # replica_num comes from the target, which is missing
+    assert no_target.value.status == 404 and str(no_target.value).startswith("create-iscsi-lun lun 'v': target ")
+    with pytest.raises(ZbsNotFound):
+        client.luns.update(gone, assigned_size="2GiB")
+    with pytest.raises(ZbsNotFound):
+        client.targets.update(gone, description="x")
