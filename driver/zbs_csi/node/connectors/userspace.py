@@ -11,10 +11,12 @@ down is recorded in the attachment data.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import shutil
 import signal
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -69,7 +71,7 @@ class UserspaceConnector:
             # A leftover of an interrupted attach: clean it before starting afresh.
             self.detach(target, self._data_for(run), [])
         run.mkdir(parents=True, mode=0o700)
-        disk, qmp, pidfile, secret = run / "disk", run / "qmp.sock", run / "qsd.pid", run / "chap"
+        disk, qmp, pidfile, secret = run / "disk", self._qmp_path(run), run / "qsd.pid", run / "chap"
         disk.touch()
         host, _, port = target.portal.rpartition(":")
         blockdev = (
@@ -125,6 +127,16 @@ class UserspaceConnector:
             raise
         log.info("attached", extra={"fields": {"device": loop, "target": target.target_iqn, "lun": target.lun}})
         return Attachment(loop, data)
+
+    @staticmethod
+    def _qmp_path(run: Path) -> Path:
+        """The QMP socket: in the run dir unless that path is too long for a unix socket."""
+        path = run / "qmp.sock"
+        if len(str(path).encode()) < 100:
+            return path
+        short = Path(tempfile.gettempdir()) / "zbs-csi-qmp"
+        short.mkdir(mode=0o700, exist_ok=True)
+        return short / (hashlib.sha256(str(run).encode()).hexdigest()[:24] + ".sock")
 
     def _data_for(self, run: Path) -> dict[str, Any]:
         data: dict[str, Any] = {"run_dir": str(run), "disk": str(run / "disk"), "pidfile": str(run / "qsd.pid")}
@@ -183,6 +195,7 @@ class UserspaceConnector:
             return
         for name in ("chap", "qmp.sock", "qsd.pid", "disk"):
             (run / name).unlink(missing_ok=True)
+        self._qmp_path(run).unlink(missing_ok=True)
         try:
             run.rmdir()
         except OSError:

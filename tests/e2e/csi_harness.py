@@ -1,0 +1,174 @@
+"""Run zbs-csi processes from tests and talk to them over their real gRPC sockets.
+
+The tests play the Kubernetes side (external-provisioner/attacher/resizer/snapshotter and
+kubelet): no Kubernetes API server can run here, so that part is the only thing "mocked",
+and it is simply these tests calling the CSI RPCs in the order Kubernetes would.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from zbs_csi.proto import csi_pb2 as csi
+from zbs_csi.proto import csi_pb2_grpc as csi_grpc
+
+Mode = csi.VolumeCapability.AccessMode
+GiB = 1024**3
+
+
+def mount_cap(fs: str = "xfs", mode: int = Mode.SINGLE_NODE_WRITER, flags: tuple[str, ...] = ()) -> Any:
+    cap = csi.VolumeCapability(access_mode=csi.VolumeCapability.AccessMode(mode=mode))
+    cap.mount.fs_type = fs
+    cap.mount.mount_flags.extend(flags)
+    return cap
+
+
+def block_cap(mode: int = Mode.SINGLE_NODE_WRITER) -> Any:
+    cap = csi.VolumeCapability(access_mode=csi.VolumeCapability.AccessMode(mode=mode))
+    cap.block.SetInParent()
+    return cap
+
+
+def clean_env(extra: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")}
+    env.update(extra)
+    return env
+
+
+@dataclass
+class DriverProcess:
+    """One ``zbs-csi`` process (controller, node or all) on its own unix socket."""
+
+    work: Path
+    mode: str
+    env: dict[str, str]
+    node_id: str = ""
+    name: str = "csi"
+    proc: subprocess.Popen[bytes] | None = None
+    channel: grpc.Channel | None = None
+    extra_args: list[str] = field(default_factory=list)
+
+    @property
+    def sock(self) -> Path:
+        return self.work / f"{self.name}.sock"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.work / f"{self.name}-state"
+
+    @property
+    def log_path(self) -> Path:
+        return self.work / f"{self.name}.log"
+
+    def start(self) -> DriverProcess:
+        argv = [sys.executable, "-m", "zbs_csi.main", "--mode", self.mode, "--endpoint", f"unix://{self.sock}"]
+        argv += ["--state-dir", str(self.state_dir), *self.extra_args]
+        if self.node_id:
+            argv += ["--node-id", self.node_id]
+        self.sock.unlink(missing_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(argv, env=self.env, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while not self.sock.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name} did not start:\n{self.log_tail()}")
+            time.sleep(0.05)
+        self.channel = grpc.insecure_channel(f"unix://{self.sock}")
+        return self
+
+    def stop(self) -> None:
+        if self.channel is not None:
+            self.channel.close()
+            self.channel = None
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(30)
+        self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL: a crashed plugin, nothing cleaned up."""
+        if self.channel is not None:
+            self.channel.close()
+            self.channel = None
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(30)
+        self.proc = None
+
+    def log_tail(self, n: int = 6000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+    @property
+    def identity(self) -> csi_grpc.IdentityStub:
+        assert self.channel is not None
+        return csi_grpc.IdentityStub(self.channel)
+
+    @property
+    def controller(self) -> csi_grpc.ControllerStub:
+        assert self.channel is not None
+        return csi_grpc.ControllerStub(self.channel)
+
+    @property
+    def node(self) -> csi_grpc.NodeStub:
+        assert self.channel is not None
+        return csi_grpc.NodeStub(self.channel)
+
+
+def code_of(fn: Any, req: Any, timeout: float = 120) -> grpc.StatusCode:
+    """The status code of one call (OK when it succeeds)."""
+    try:
+        fn(req, timeout=timeout)
+    except grpc.RpcError as exc:
+        return exc.code()
+    return grpc.StatusCode.OK
+
+
+def host_leftovers(state_dirs: list[Path], under: Path) -> list[str]:
+    """What a node left on the host: stage records, attachments, mounts, loops, daemons."""
+    found = []
+    for sd in state_dirs:
+        found += [f"stage record {p}" for p in (sd / "volumes").glob("*.json")]
+        found += [f"attachment dir {p}" for p in (sd / "userspace").glob("*")]
+    for line in Path("/proc/self/mountinfo").read_text(encoding="utf-8").splitlines():
+        mp = line.split()[4]
+        if mp.startswith(str(under)):
+            found.append(f"mount {mp}")
+    loops = subprocess.run(
+        ["losetup", "--list", "--noheadings", "--output", "NAME,BACK-FILE"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    ).stdout
+    found += [f"loop {ln.strip()}" for ln in loops.splitlines() if str(under) in ln]
+    for pid_dir in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (pid_dir / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if "qemu-storage-daemon" in cmdline and str(under) in cmdline:
+            found.append(f"process {pid_dir.name} {cmdline[:100]}")
+    return found
+
+
+def data_plane_present() -> bool:
+    try:
+        from zbs_lite import iscsi
+    except ImportError:
+        return False
+    return hasattr(iscsi, "DataPlane")

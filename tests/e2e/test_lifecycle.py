@@ -1,0 +1,219 @@
+"""The full volume lifecycle through the real gRPC sockets, playing the sidecars and kubelet.
+
+create -> publish -> stage -> publish -> write checksummed data -> snapshot -> restore to a
+new volume -> clone -> expand online -> fail over to node B (unpublishing node A fences it:
+A's live session can no longer read the LUN) -> checksums verified on B -> unwind -> nothing
+left: no LUN, no iSCSI session, loop device, qemu-storage-daemon, mount or state file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import grpc
+import pytest
+from conftest import NODE_A, NODE_B, Cluster
+from csi_harness import GiB, host_leftovers, mount_cap
+from zbs_csi.proto import csi_pb2 as csi
+
+
+def write_data(path: Path, size: int) -> str:
+    data = os.urandom(size)
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return hashlib.sha256(data).hexdigest()
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class Kubelet:
+    """What kubelet + external-attacher do for one (volume, node)."""
+
+    def __init__(self, c: Cluster, node: str, work: Path) -> None:
+        self.c = c
+        self.plugin = c.a if node == NODE_A else c.b
+        self.node_id = node
+        self.work = work
+
+    def attach(self, volume_id: str, cap: csi.VolumeCapability, pod: str) -> Path:
+        pub = self.c.ctrl.controller.ControllerPublishVolume(
+            csi.ControllerPublishVolumeRequest(volume_id=volume_id, node_id=self.node_id, volume_capability=cap),
+            timeout=120,
+        )
+        stage = self.work / f"stage-{volume_id}-{self.plugin.name}"
+        self.plugin.node.NodeStageVolume(
+            csi.NodeStageVolumeRequest(
+                volume_id=volume_id,
+                staging_target_path=str(stage),
+                publish_context=pub.publish_context,
+                volume_capability=cap,
+            ),
+            timeout=300,
+        )
+        target = self.work / f"pod-{pod}" / "mount"
+        self.plugin.node.NodePublishVolume(
+            csi.NodePublishVolumeRequest(
+                volume_id=volume_id,
+                staging_target_path=str(stage),
+                target_path=str(target),
+                volume_capability=cap,
+            ),
+            timeout=120,
+        )
+        return target
+
+    def detach(self, volume_id: str, pod: str, *, controller: bool = True) -> None:
+        target = self.work / f"pod-{pod}" / "mount"
+        stage = self.work / f"stage-{volume_id}-{self.plugin.name}"
+        self.plugin.node.NodeUnpublishVolume(
+            csi.NodeUnpublishVolumeRequest(volume_id=volume_id, target_path=str(target)), timeout=120
+        )
+        assert not target.exists(), "NodeUnpublish must remove what it created at target_path"
+        self.plugin.node.NodeUnstageVolume(
+            csi.NodeUnstageVolumeRequest(volume_id=volume_id, staging_target_path=str(stage)), timeout=300
+        )
+        if controller:
+            self.c.ctrl.controller.ControllerUnpublishVolume(
+                csi.ControllerUnpublishVolumeRequest(volume_id=volume_id, node_id=self.node_id), timeout=120
+            )
+
+
+def create(c: Cluster, name: str, size: int, source: csi.VolumeContentSource | None = None) -> csi.Volume:
+    req = csi.CreateVolumeRequest(
+        name=name,
+        capacity_range=csi.CapacityRange(required_bytes=size),
+        volume_capabilities=[mount_cap()],
+        parameters={"csi.storage.k8s.io/pvc/name": name, "thinProvisioning": "true"},
+    )
+    if source is not None:
+        req.volume_content_source.CopyFrom(source)
+    return c.ctrl.controller.CreateVolume(req, timeout=300).volume
+
+
+def read_direct(device: str, offset: int) -> bytes:
+    """One 4 KiB read that bypasses the page cache, so it really goes to the LUN."""
+    fd = os.open(device, os.O_RDONLY | os.O_DIRECT)
+    try:
+        import mmap
+
+        buf = mmap.mmap(-1, 4096)
+        os.preadv(fd, [buf], offset)
+        return bytes(buf)
+    finally:
+        os.close(fd)
+
+
+def stage_record(plugin_state: Path, volume_id: str) -> dict:
+    import json
+
+    return json.loads((plugin_state / "volumes" / f"{volume_id}.json").read_text())
+
+
+def test_full_lifecycle_with_failover(cluster: Cluster, tmp_path: Path) -> None:
+    c = cluster
+    a = Kubelet(c, NODE_A, tmp_path)
+    b = Kubelet(c, NODE_B, tmp_path)
+    cap = mount_cap("xfs")  # ext4 online growth needs CAP_SYS_RESOURCE, which these VMs withhold
+
+    # create -> publish -> stage -> publish -> write checksummed data
+    vol = create(c, "pvc-e2e-data", GiB)
+    assert vol.capacity_bytes == GiB
+    vid = vol.volume_id
+    mnt = a.attach(vid, cap, "p1")
+    sums = {f"f{i}": write_data(mnt / f"f{i}", (i + 1) * 4 * 1024 * 1024) for i in range(3)}
+
+    got = c.ctrl.controller.ControllerGetVolume(csi.ControllerGetVolumeRequest(volume_id=vid), timeout=60)
+    assert list(got.status.published_node_ids) == [NODE_A]
+    assert not got.status.volume_condition.abnormal
+
+    stats = c.a.node.NodeGetVolumeStats(csi.NodeGetVolumeStatsRequest(volume_id=vid, volume_path=str(mnt)), timeout=60)
+    units = {u.unit: u for u in stats.usage}
+    assert units[csi.VolumeUsage.BYTES].used >= 24 * 1024 * 1024
+    assert units[csi.VolumeUsage.INODES].used > 0
+    assert not stats.volume_condition.abnormal
+
+    # snapshot -> restore to a new volume, and clone the live volume
+    os.sync()
+    snap = c.ctrl.controller.CreateSnapshot(
+        csi.CreateSnapshotRequest(name="snap-e2e", source_volume_id=vid), timeout=120
+    ).snapshot
+    assert snap.source_volume_id == vid and snap.ready_to_use and snap.size_bytes == GiB
+    got_snap = c.ctrl.controller.GetSnapshot(csi.GetSnapshotRequest(snapshot_id=snap.snapshot_id), timeout=60)
+    assert got_snap.snapshot.snapshot_id == snap.snapshot_id
+    write_data(mnt / "after-snapshot", 1024 * 1024)
+
+    src = csi.VolumeContentSource()
+    src.snapshot.snapshot_id = snap.snapshot_id
+    restored = create(c, "pvc-e2e-restored", GiB, src)
+    rmnt = a.attach(restored.volume_id, cap, "p2")
+    assert {n: digest(rmnt / n) for n in sums} == sums
+    assert not (rmnt / "after-snapshot").exists(), "the restore must hold the snapshot's content, not today's"
+    a.detach(restored.volume_id, "p2")
+
+    src = csi.VolumeContentSource()
+    src.volume.volume_id = vid
+    clone = create(c, "pvc-e2e-clone", GiB, src)
+    cmnt = a.attach(clone.volume_id, cap, "p3")
+    assert {n: digest(cmnt / n) for n in sums} == sums
+    a.detach(clone.volume_id, "p3")
+
+    # expand online: the filesystem grows while mounted and the data stays
+    exp = c.ctrl.controller.ControllerExpandVolume(
+        csi.ControllerExpandVolumeRequest(volume_id=vid, capacity_range=csi.CapacityRange(required_bytes=2 * GiB)),
+        timeout=120,
+    )
+    assert exp.capacity_bytes == 2 * GiB and exp.node_expansion_required
+    before = os.statvfs(mnt).f_blocks * os.statvfs(mnt).f_frsize
+    nexp = c.a.node.NodeExpandVolume(
+        csi.NodeExpandVolumeRequest(
+            volume_id=vid, volume_path=str(mnt), capacity_range=csi.CapacityRange(required_bytes=2 * GiB)
+        ),
+        timeout=300,
+    )
+    assert nexp.capacity_bytes == 2 * GiB
+    after = os.statvfs(mnt).f_blocks * os.statvfs(mnt).f_frsize
+    assert after > before + GiB // 2
+    assert {n: digest(mnt / n) for n in sums} == sums
+
+    # fail over to node B: node A "dies" with its session still logged in; unpublishing A
+    # fences it - the LUN masking makes A's own session fail to read.
+    device = stage_record(c.a.state_dir, vid)["device"]
+    assert len(read_direct(device, 0)) == 4096
+    c.ctrl.controller.ControllerUnpublishVolume(
+        csi.ControllerUnpublishVolumeRequest(volume_id=vid, node_id=NODE_A), timeout=120
+    )
+    with pytest.raises(OSError):
+        read_direct(device, 1024 * 1024)
+    bmnt = b.attach(vid, cap, "p4")
+    assert {n: digest(bmnt / n) for n in sums} == sums
+    got = c.ctrl.controller.ControllerGetVolume(csi.ControllerGetVolumeRequest(volume_id=vid), timeout=60)
+    assert list(got.status.published_node_ids) == [NODE_B]
+
+    # unwind everything: A's leftovers are cleaned by its node plugin (the CO retries unstage)
+    a.detach(vid, "p1", controller=False)
+    b.detach(vid, "p4")
+    for v in (vid, restored.volume_id, clone.volume_id):
+        if v == vid:
+            code = _code(c.ctrl.controller.DeleteVolume, csi.DeleteVolumeRequest(volume_id=v))
+            assert code == grpc.StatusCode.FAILED_PRECONDITION, "a volume with snapshots is not deleted"
+            c.ctrl.controller.DeleteSnapshot(csi.DeleteSnapshotRequest(snapshot_id=snap.snapshot_id), timeout=120)
+        c.ctrl.controller.DeleteVolume(csi.DeleteVolumeRequest(volume_id=v), timeout=120)
+    assert c.our_luns() == []
+    assert c.client().snapshots.list({"iscsi_target": {"name_starts_with": f"{c.prefix}-"}}) == []
+    sessions = [x for x in c.client().connections.list() if x.get("initiator_iqn") in (NODE_A, NODE_B)]
+    assert sessions == []
+    assert host_leftovers([c.a.state_dir, c.b.state_dir], tmp_path) == []
+
+
+def _code(fn, req) -> grpc.StatusCode:  # type: ignore[no-untyped-def]
+    try:
+        fn(req, timeout=120)
+    except grpc.RpcError as exc:
+        return exc.code()
+    return grpc.StatusCode.OK
