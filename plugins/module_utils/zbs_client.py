@@ -24,7 +24,8 @@ What it guarantees:
 * resources are plain dicts with the API's field names; creates return the resource after
   its task succeeded;
 * the password, the token and any CHAP secret sent never appear in an exception, a repr or
-  a log record.
+  a log record. Logs go to ``zbs.client`` (or ``logger``) with ``extra`` fields ``zbs_op``,
+  ``zbs_object``, ``zbs_status``, ``zbs_seconds``; request bodies are never logged.
 """
 
 from __future__ import annotations
@@ -403,7 +404,7 @@ class ZbsClient:
         try:
             return self._call(op, body, what=what, token=token)
         except ZbsAuthError:
-            self.log.info("token refused for %s; logging in again", op)
+            self.log.info("token refused for %s; logging in again", op, extra={"zbs_op": op, "zbs_object": what})
             self._drop_token(token)
         return self._call(op, body, what=what, token=self._current_token())
 
@@ -443,7 +444,13 @@ class ZbsClient:
                     f"cannot reach {self.base_url} after {attempt + 1} attempt(s): {reason}", operation=op, object=what
                 ) from None
             elapsed = time.monotonic() - started
-            self.log.debug("POST %s -> %s in %.3fs", op, resp.status_code, elapsed)
+            self.log.debug(
+                "POST %s -> %s in %.3fs",
+                op,
+                resp.status_code,
+                elapsed,
+                extra={"zbs_op": op, "zbs_object": what, "zbs_status": resp.status_code, "zbs_seconds": elapsed},
+            )
             if resp.status_code >= 500 and _is_idempotent(op) and attempt < self.retries:
                 attempt += 1
                 self._backoff(op, attempt, f"HTTP {resp.status_code}")
@@ -459,7 +466,15 @@ class ZbsClient:
 
     def _backoff(self, op: str, attempt: int, reason: str) -> None:
         delay = min(0.2 * (2 ** (attempt - 1)), 5.0)
-        self.log.warning("%s failed (%s); retry %d/%d in %.1fs", op, reason, attempt, self.retries, delay)
+        self.log.warning(
+            "%s failed (%s); retry %d/%d in %.1fs",
+            op,
+            reason,
+            attempt,
+            self.retries,
+            delay,
+            extra={"zbs_op": op, "zbs_attempt": attempt},
+        )
         time.sleep(delay)
 
     def _api_error(self, resp: Any, op: str, what: Optional[str], secrets: Set[str]) -> ZbsApiError:

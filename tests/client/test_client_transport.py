@@ -359,3 +359,13 @@ def test_concurrent_threads_share_one_login(api):
         t.join()
     assert api.ops().count("login") == 1
     assert api.ops().count("get-clusters") == 8
+
+
+def test_log_records_carry_structured_context(api, caplog):
+    caplog.set_level(logging.DEBUG, logger="zbs.client")
+    api.handlers["get-iscsi-luns"] = lambda b, h: (200, [])
+    make_client(api).luns.list()
+    records = [r for r in caplog.records if getattr(r, "zbs_op", None) == "get-iscsi-luns"]
+    assert len(records) == 1
+    assert (records[0].zbs_object, records[0].zbs_status) == ("lun", 200)
+    assert records[0].zbs_seconds >= 0
