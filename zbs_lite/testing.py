@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,7 @@ class ZbsLiteProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.state: dict[str, Any] = {}
         self._token: str | None = None
+        self._local = threading.local()
 
     # ------------------------------------------------------------------ life cycle
 
@@ -223,8 +225,6 @@ class ZbsLiteProcess:
         ``verify`` is passed per request because requests lets ``REQUESTS_CA_BUNDLE``
         override a session-level CA.
         """
-        import requests
-
         cached = token is None
         for attempt in range(2):
             if cached:
@@ -232,7 +232,7 @@ class ZbsLiteProcess:
                     self._token = self.login()
                 token = self._token
             assert token is not None
-            r = requests.post(
+            r = self._session().post(
                 f"{self.api_url}/v2/api/{op}",
                 data=json.dumps(body),
                 headers={"Authorization": token, "Content-Type": "application/json"},
@@ -242,6 +242,15 @@ class ZbsLiteProcess:
             if r.status_code != 401 or not cached:
                 break  # with our own token, log in again once on 401 like a real client
         return r.status_code, r.json()
+
+    def _session(self) -> Any:
+        """One keep-alive session per thread (TLS handshakes would dominate small calls)."""
+        import requests
+
+        sess = getattr(self._local, "session", None)
+        if sess is None:
+            sess = self._local.session = requests.Session()
+        return sess
 
     def login(self) -> str:
         import requests
