@@ -597,10 +597,10 @@ class ZbsClient:
     ) -> List[Dict[str, Any]]:
         """Poll ``get-tasks`` until every task in ``ids`` is SUCCESSED; return the tasks.
 
-        First polls after 50 ms, then backs off (doubling up to ``poll_interval``): most tasks
-        are short, and every poll is a round trip. Raises :class:`ZbsTaskFailed` on the first FAILED task and
-        :class:`ZbsTaskTimeout` naming the first unfinished one after ``timeout`` seconds
-        (default ``wait_timeout``).
+        First polls after 50 ms and again 50 ms later, then backs off (doubling up to
+        ``poll_interval``): most tasks are short, and every poll is a round trip. Raises
+        :class:`ZbsTaskFailed` on the first FAILED task and :class:`ZbsTaskTimeout` naming the
+        first unfinished one after ``timeout`` seconds (default ``wait_timeout``).
         """
         limit = self.wait_timeout if timeout is None else float(timeout)
         deadline = time.monotonic() + limit
@@ -610,7 +610,6 @@ class ZbsClient:
         delay = min(0.05, self.poll_interval)
         if wanted:  # a task just submitted has hardly ever finished: do not poll at once
             time.sleep(min(delay, limit))
-            delay = min(delay * 2, self.poll_interval)
         while True:
             pending = [i for i in wanted if i not in done]
             if not pending:
