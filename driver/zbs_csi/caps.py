@@ -43,10 +43,10 @@ def unsupported_reason(cap: csi.VolumeCapability) -> str | None:
     if not cap.HasField("access_mode") or mode == Mode.UNKNOWN:
         return "access mode is missing"
     if cap.HasField("block"):
-        return None if mode in BLOCK_MODES else f"access mode {Mode.Name(mode)} is not supported for block volumes"
+        return None if mode in BLOCK_MODES else f"access mode {Mode.Mode.Name(mode)} is not supported for block volumes"
     if cap.HasField("mount"):
         if mode not in MOUNT_MODES:
-            return f"access mode {Mode.Name(mode)} is not supported for filesystem volumes (use block)"
+            return f"access mode {Mode.Mode.Name(mode)} is not supported for filesystem volumes (use block)"
         fs = cap.mount.fs_type
         if fs and fs not in FS_TYPES:
             return f"filesystem {fs!r} is not supported (ext4, xfs)"
