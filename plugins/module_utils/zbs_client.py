@@ -695,12 +695,13 @@ def _whitelist_fields(data: Dict[str, Any]) -> None:
             data["iqn_whitelist"] = ",".join(sorted({validate_iqn(i, "iqn_whitelist") for i in items}))
 
 
-def _chap_fields(data: Dict[str, Any]) -> None:
+def _chap_fields(data: Dict[str, Any], *, creating: bool) -> None:
+    """Check CHAP fields; on update, enabling CHAP may rely on credentials the target already has."""
     if data.get("chap_name") is not None:
         validate_chap_name(data["chap_name"])
     if data.get("chap_secret") is not None:
         validate_chap_secret(data["chap_secret"])
-    if data.get("chap_enabled") and not (data.get("chap_name") and data.get("chap_secret")):
+    if creating and data.get("chap_enabled") and not (data.get("chap_name") and data.get("chap_secret")):
         raise ZbsValidationError("chap_enabled", "target CHAP needs chap_name and chap_secret")
     chaps = data.get("initiator_chaps")
     if chaps is not None:
@@ -839,7 +840,7 @@ class Targets(_Resource):
         data["stripe_num"] = validate_stripe_num(stripe_num)
         data["stripe_size"] = validate_stripe_size(stripe_size)
         _whitelist_fields(data)
-        _chap_fields(data)
+        _chap_fields(data, creating=True)
         created = self._client.mutate("create-iscsi-target", [data], what=what, wait=wait)[0]
         return self._reread(created) if wait else created
 
@@ -849,7 +850,7 @@ class Targets(_Resource):
         what = _describe("target", id=target_id)
         body = dict(data)
         _whitelist_fields(body)
-        _chap_fields(body)
+        _chap_fields(body, creating=False)
         if not body:
             raise ZbsValidationError("data", "nothing to update")
         updated = self._client.mutate(

@@ -75,6 +75,8 @@ def test_every_resource_operation_round_trips(client, prefix):
     assert client.targets.get(name=f"{prefix}-none") is None
     updated = client.targets.update(target["id"], description="changed", ip_whitelist="127.0.0.0/8")
     assert (updated["description"], updated["ip_whitelist"]) == ("changed", "127.0.0.0/8")
+    assert client.targets.update(target["id"], chap_enabled=False)["chap_enabled"] is False
+    assert client.targets.update(target["id"], chap_enabled=True)["chap_enabled"] is True  # keeps its credentials
     other = client.targets.create(f"{prefix}-t2", replica_num=3, stripe_num=4, stripe_size="64KiB")
     assert (other["replica_num"], other["stripe_num"], other["stripe_size"]) == (3, 4, 64 << 10)
     assert client.targets.count({"name_starts_with": prefix}) == 2
@@ -200,6 +202,7 @@ def test_bad_input_is_refused_before_any_call(client):
         lambda: client.targets.create("bad_name"),
         lambda: client.targets.create("ok", replica_num=5, cluster_id="c1"),
         lambda: client.targets.create("ok", chap_secret="short", chap_name="u", cluster_id="c1"),
+        lambda: client.targets.create("ok", chap_enabled=True, cluster_id="c1"),
         lambda: client.targets.get(name="a", id="b"),
         lambda: client.luns.create("../etc/passwd", "tid", "1GiB"),
         lambda: client.luns.create("v", "tid", "-1G"),
