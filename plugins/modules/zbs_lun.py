@@ -1,0 +1,517 @@
+#!/usr/bin/python
+# Copyright: (c) 2026, SmartX
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: zbs_lun
+short_description: Manage iSCSI LUNs on SmartX ZBS
+version_added: 0.1.0
+description:
+  - Create, resize, rename, re-mask and delete a LUN in an iSCSI target of a ZBS cluster.
+  - A new LUN can be empty, cloned from a snapshot (O(from_snapshot)) or a full copy of another LUN (O(copy_from)).
+  - The module reads the LUN once, computes what differs and only then writes; in check mode it writes nothing.
+  - Sizes only grow. A smaller O(size) fails naming the field; a size written differently but meaning the same
+    bytes (V(10GiB), V(10240MiB), V(10737418240)) is no change.
+author:
+  - SmartX ZBS team (@smartx-zbs)
+options:
+  name:
+    description:
+      - LUN name, unique within its target; ASCII letters, digits, C(.), C(_), C(:) and C(-).
+    type: str
+    required: true
+  target:
+    description:
+      - Name of the target that holds the LUN.
+    type: str
+    required: true
+  state:
+    description:
+      - V(present) creates or updates the LUN, V(absent) deletes it.
+    type: str
+    choices: [present, absent]
+    default: present
+  size:
+    description:
+      - Size with a unit (V(512MiB), V(10GiB), V(1TiB); V(G) and V(GB) mean the same binary multiples as V(GiB))
+        or a number of bytes. At most 64 TiB.
+      - Required to create an empty LUN; a clone or copy starts with its source's size and grows to this size.
+      - Only grows. A smaller size than the LUN's fails and changes nothing.
+    type: str
+  replica_num:
+    description:
+      - Replica count. Defaults to the target's on create. May only go up.
+    type: int
+    choices: [1, 2, 3]
+  thin_provision:
+    description:
+      - Whether the LUN is thin provisioned. Defaults to the target's on create. Immutable.
+    type: bool
+  lun_id:
+    description:
+      - LUN number in the target, 1-255. Defaults to the smallest free one on create. Immutable.
+    type: int
+  allowed_initiators:
+    description:
+      - Initiator IQNs that may see the LUN (LUN masking), applied according to O(initiators_mode).
+      - V(*/*) admits every initiator; an empty list with O(initiators_mode=replace) admits nobody.
+      - A new LUN without this option admits every initiator, as ZBS does. With O(initiators_mode=add), a new LUN
+        admits only the listed IQNs (nobody for an empty list), and later runs leave other grants alone - the
+        pattern for LUNs whose access M(smartx.zbs.zbs_initiator) manages.
+    type: list
+    elements: str
+  initiators_mode:
+    description:
+      - V(replace) makes O(allowed_initiators) the exact list.
+      - V(add) adds the listed IQNs and keeps the others.
+      - V(remove) removes the listed IQNs and keeps the others. Removing from a LUN that admits everyone fails,
+        because "everyone except these" cannot be expressed; set the list with V(replace) first.
+    type: str
+    choices: [replace, add, remove]
+    default: replace
+  qos:
+    description:
+      - QoS limits of the LUN. A limit of V(0) means unlimited.
+    type: dict
+    suboptions:
+      iops:
+        description: Total IOPS limit.
+        type: int
+      iops_rd:
+        description: Read IOPS limit.
+        type: int
+      iops_wr:
+        description: Write IOPS limit.
+        type: int
+      bps:
+        description: Total bandwidth limit in bytes per second.
+        type: int
+      bps_rd:
+        description: Read bandwidth limit in bytes per second.
+        type: int
+      bps_wr:
+        description: Write bandwidth limit in bytes per second.
+        type: int
+  from_name:
+    description:
+      - Rename. When no LUN called O(name) exists in O(target) but one called O(from_name) does, it is renamed
+        to O(name) (and then updated like any other). When O(name) exists, O(from_name) is ignored, so the task
+        stays idempotent.
+    type: str
+  from_snapshot:
+    description:
+      - Create the LUN as a clone of a snapshot. Only used when the LUN does not exist yet.
+    type: dict
+    suboptions:
+      name:
+        description: Snapshot name.
+        type: str
+        required: true
+      lun:
+        description: Name of the LUN the snapshot was taken of.
+        type: str
+        required: true
+      target:
+        description: Target of that LUN; defaults to O(target).
+        type: str
+  copy_from:
+    description:
+      - Create the LUN as a full copy of another LUN. Only used when the LUN does not exist yet.
+    type: dict
+    suboptions:
+      lun:
+        description: Name of the source LUN.
+        type: str
+        required: true
+      target:
+        description: Target of the source LUN; defaults to O(target).
+        type: str
+  remove_snapshots:
+    description:
+      - With O(state=absent), also delete the LUN's snapshots. Without it, deleting a LUN that has snapshots fails
+        and changes nothing.
+    type: bool
+    default: false
+extends_documentation_fragment:
+  - smartx.zbs.zbs
+  - smartx.zbs.zbs.attributes
+"""
+
+EXAMPLES = r"""
+- name: LUNs for an application
+  module_defaults:
+    group/smartx.zbs.zbs:
+      host: "{{ zbs_host }}"
+      username: "{{ zbs_username }}"
+      password: "{{ zbs_password }}"
+  block:
+    - name: A 20 GiB data LUN visible to two hosts
+      smartx.zbs.zbs_lun:
+        target: app
+        name: data
+        size: 20GiB
+        allowed_initiators:
+          - iqn.2004-10.com.example:node1
+          - iqn.2004-10.com.example:node2
+
+    - name: Grow it (a smaller size would fail)
+      smartx.zbs.zbs_lun:
+        target: app
+        name: data
+        size: 40GiB
+
+    - name: Let a third host see it, keeping the others
+      smartx.zbs.zbs_lun:
+        target: app
+        name: data
+        allowed_initiators: [iqn.2004-10.com.example:node3]
+        initiators_mode: add
+
+    - name: A test copy from last night's snapshot
+      smartx.zbs.zbs_lun:
+        target: app
+        name: data-test
+        from_snapshot:
+          lun: data
+          name: nightly
+        allowed_initiators: [iqn.2004-10.com.example:test1]
+
+    - name: Rename
+      smartx.zbs.zbs_lun:
+        target: app
+        name: data-restore-check
+        from_name: data-test
+
+    - name: Delete it with its snapshots
+      smartx.zbs.zbs_lun:
+        target: app
+        name: data-restore-check
+        state: absent
+        remove_snapshots: true
+"""
+
+RETURN = r"""
+lun:
+  description:
+    - The LUN as the API shows it. In check mode on create, the fields that would be sent.
+  returned: when state is present
+  type: dict
+  sample:
+    id: ckx0m3q7d0004
+    local_id: 5f0c7a52-8a0e-4a43-b1e4-63f0d7c1e2a9
+    name: data
+    lun_id: 1
+    iscsi_target: {id: ckx0lk2v40001, name: app}
+    assigned_size: 21474836480
+    replica_num: 2
+    thin_provision: true
+    allowed_initiators: iqn.2004-10.com.example:node1,iqn.2004-10.com.example:node2
+    snapshot_num: 0
+size:
+  description: The LUN's size in a readable binary unit.
+  returned: when state is present
+  type: str
+  sample: 20GiB
+"""
+
+from typing import Any, Dict, Optional
+
+from ansible_collections.smartx.zbs.plugins.module_utils.zbs_ansible import (
+    changed_fields,
+    check_immutable,
+    fail_field,
+    result,
+    run,
+    zbs_client,
+    zbs_module,
+)
+from ansible_collections.smartx.zbs.plugins.module_utils.zbs_units import format_size
+from ansible_collections.smartx.zbs.plugins.module_utils.zbs_validate import (
+    ALLOW_ALL,
+    AllowedInitiators,
+    format_allowed_initiators,
+    parse_allowed_initiators,
+    validate_iqn,
+    validate_lun_id,
+    validate_lun_name,
+    validate_lun_size,
+    validate_target_name,
+)
+
+QOS_FIELDS = ("iops", "iops_rd", "iops_wr", "bps", "bps_rd", "bps_wr")
+VIEW_FIELDS = ("name", "lun_id", "assigned_size", "replica_num", "thin_provision", "allowed_initiators", *QOS_FIELDS)
+
+
+def find_lun(client: Any, target: str, name: str) -> Optional[Dict[str, Any]]:
+    """One read: the LUN by its name within the named target (None if absent)."""
+    found = client.luns.list(where={"name": name, "iscsi_target": {"name": target}})
+    return found[0] if found else None
+
+
+def _view(lun: Optional[Dict[str, Any]], target: str) -> Optional[Dict[str, Any]]:
+    if lun is None:
+        return None
+    view = {k: lun.get(k) for k in VIEW_FIELDS if k in lun}
+    view["target"] = target
+    if isinstance(lun.get("assigned_size"), int):
+        view["size"] = format_size(lun["assigned_size"])
+    return view
+
+
+def _wanted_initiators(module: Any, current: Optional[str], obj: str) -> Optional[str]:
+    """The ``allowed_initiators`` string the LUN should end with (None = leave as is)."""
+    p = module.params
+    if p["allowed_initiators"] is None:
+        return None
+    items = [i.strip() for i in p["allowed_initiators"] if i.strip()]
+    everyone = ALLOW_ALL in items
+    iqns = frozenset(validate_iqn(i, "allowed_initiators") for i in items if i != ALLOW_ALL)
+    mode = p["initiators_mode"]
+    # A new LUN starts from nobody for add/remove (the listed IQNs and no one else), from the API default otherwise.
+    have = parse_allowed_initiators(current) if current is not None else AllowedInitiators("none")
+    if mode == "replace":
+        if everyone and iqns:
+            fail_field(
+                "allowed_initiators", "'*/*' admits everyone and cannot be combined with IQNs", "update-iscsi-lun", obj
+            )
+        return (
+            ALLOW_ALL
+            if everyone
+            else format_allowed_initiators(AllowedInitiators("set", iqns) if iqns else AllowedInitiators("none"))
+        )
+    if everyone:
+        fail_field(
+            "allowed_initiators",
+            f"'*/*' can only be used with initiators_mode=replace, not {mode}",
+            "update-iscsi-lun",
+            obj,
+        )
+    if mode == "add":
+        for iqn in sorted(iqns):
+            have = have.with_added(iqn)
+        return format_allowed_initiators(have)
+    if have.kind == "all" and iqns:
+        fail_field(
+            "allowed_initiators",
+            "the LUN admits every initiator (*/*); set the exact list with initiators_mode=replace instead of removing",
+            "update-iscsi-lun",
+            obj,
+        )
+    for iqn in iqns:
+        have = have.without(iqn)
+    return format_allowed_initiators(have)
+
+
+def _desired(module: Any) -> Dict[str, Any]:
+    p = module.params
+    qos = p["qos"] or {}
+    want = {
+        "assigned_size": validate_lun_size(p["size"]) if p["size"] is not None else None,
+        "replica_num": p["replica_num"],
+        "thin_provision": p["thin_provision"],
+        "lun_id": validate_lun_id(p["lun_id"]) if p["lun_id"] is not None else None,
+    }
+    want.update({q: qos.get(q) for q in QOS_FIELDS})
+    for iqn in p["allowed_initiators"] or []:
+        if iqn.strip() != ALLOW_ALL:
+            validate_iqn(iqn, "allowed_initiators")
+    return want
+
+
+def _compute_update(module: Any, current: Dict[str, Any], want: Dict[str, Any], name: str, obj: str) -> Dict[str, Any]:
+    """The ``update-iscsi-lun`` data that brings ``current`` to ``want`` ({} = no change)."""
+    check_immutable(current, want, ("thin_provision", "lun_id"), "update-iscsi-lun", obj)
+    size, cur_size = want["assigned_size"], current.get("assigned_size")
+    if size is not None and isinstance(cur_size, int) and size < cur_size:
+        fail_field(
+            "size",
+            f"LUNs only grow: requested {format_size(size)} is smaller than the current {format_size(cur_size)}",
+            "update-iscsi-lun",
+            obj,
+        )
+    replica, cur_replica = want["replica_num"], current.get("replica_num")
+    if replica is not None and isinstance(cur_replica, int) and replica < cur_replica:
+        fail_field(
+            "replica_num",
+            f"may only go up: requested {replica} is below the current {cur_replica}",
+            "update-iscsi-lun",
+            obj,
+        )
+    comparable = {k: v for k, v in want.items() if k not in ("thin_provision", "lun_id")}
+    data = changed_fields(current, comparable)
+    initiators = _wanted_initiators(module, current.get("allowed_initiators"), obj)
+    if initiators is not None:
+        have = current.get("allowed_initiators")
+        if format_allowed_initiators(parse_allowed_initiators(have) if have is not None else None) != initiators:
+            data["allowed_initiators"] = initiators
+    if current.get("name") != name:
+        data["name"] = name
+    return data
+
+
+def _source_lun(client: Any, target: str, lun: str, field: str, obj: str) -> Dict[str, Any]:
+    found = find_lun(client, validate_target_name(target, f"{field}.target"), validate_lun_name(lun, f"{field}.lun"))
+    if found is None:
+        fail_field(f"{field}.lun", f"no LUN {lun!r} in target {target!r}", "create-iscsi-lun", obj)
+    return found
+
+
+def _create(module: Any, client: Any, target_name: str, name: str, want: Dict[str, Any], obj: str) -> Dict[str, Any]:
+    p = module.params
+    target = client.targets.get(name=target_name)
+    if target is None:
+        fail_field(
+            "target",
+            f"target {target_name!r} does not exist; create it with smartx.zbs.zbs_target",
+            "create-iscsi-lun",
+            obj,
+        )
+    initiators = _wanted_initiators(module, None, obj)
+    if p["from_snapshot"] is None and p["copy_from"] is None:
+        if want["assigned_size"] is None:
+            fail_field("size", "required to create a LUN that is not cloned or copied", "create-iscsi-lun", obj)
+        fields = {k: v for k, v in want.items() if v is not None}
+        fields.setdefault("replica_num", target.get("replica_num"))
+        fields.update(name=name, iscsi_target_id=target["id"])
+        if initiators is not None:
+            fields["allowed_initiators"] = initiators
+        view = _view(fields, target_name)
+        if module.check_mode:
+            return result(module, True, None, view, lun=fields, size=format_size(fields["assigned_size"]))
+        created = client.luns.create(**fields)
+        return result(
+            module, True, None, _view(created, target_name), lun=created, size=format_size(created["assigned_size"])
+        )
+
+    # Clone or copy first (the new LUN takes its source's size), then apply the rest as an update.
+    if p["from_snapshot"] is not None:
+        src_spec = p["from_snapshot"]
+        src_lun = _source_lun(client, src_spec["target"] or target_name, src_spec["lun"], "from_snapshot", obj)
+        snap = client.snapshots.get(name=src_spec["name"], lun_id=src_lun["id"])
+        if snap is None:
+            fail_field(
+                "from_snapshot.name",
+                f"no snapshot {src_spec['name']!r} of LUN {src_spec['lun']!r}",
+                "clone-iscsi-lun-from-snapshot",
+                obj,
+            )
+        src_size = snap.get("assigned_size") or src_lun.get("assigned_size")
+    else:
+        src_spec = p["copy_from"]
+        src_lun = _source_lun(client, src_spec["target"] or target_name, src_spec["lun"], "copy_from", obj)
+        src_size = src_lun.get("assigned_size")
+    planned: Dict[str, Any] = {
+        "name": name,
+        "assigned_size": src_size,
+        "replica_num": src_lun.get("replica_num"),
+        "thin_provision": src_lun.get("thin_provision"),
+        "allowed_initiators": ALLOW_ALL,
+    }
+    data = _after_clone(module, planned, want, initiators, name, obj)
+    after = _view(dict(planned, **data), target_name)
+    if module.check_mode:
+        return result(
+            module,
+            True,
+            None,
+            after,
+            lun=dict(planned, **data),
+            size=format_size(after["assigned_size"]) if after and isinstance(after.get("assigned_size"), int) else None,
+        )
+    if p["from_snapshot"] is not None:
+        created = client.luns.clone_from_snapshot(snap["id"], target["id"], name)
+    else:
+        created = client.luns.copy(src_lun["id"], name, dest_target_id=target["id"])
+    data = _after_clone(module, created, want, initiators, name, obj)
+    if data:
+        created = client.luns.update(created["id"], **data)
+    return result(
+        module, True, None, _view(created, target_name), lun=created, size=format_size(created["assigned_size"])
+    )
+
+
+def _after_clone(
+    module: Any, lun: Dict[str, Any], want: Dict[str, Any], initiators: Optional[str], name: str, obj: str
+) -> Dict[str, Any]:
+    """The update a fresh clone/copy needs; its access list is the one a new LUN would get, whatever the mode."""
+    data = _compute_update(module, lun, {**want, "lun_id": None, "thin_provision": None}, name, obj)
+    data.pop("allowed_initiators", None)
+    if initiators is not None and initiators != lun.get("allowed_initiators"):
+        data["allowed_initiators"] = initiators
+    return data
+
+
+def main() -> None:
+    source_lun = {"lun": {"type": "str", "required": True}, "target": {"type": "str"}}
+    module = zbs_module(
+        {
+            "name": {"type": "str", "required": True},
+            "target": {"type": "str", "required": True},
+            "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
+            "size": {"type": "str"},
+            "replica_num": {"type": "int", "choices": [1, 2, 3]},
+            "thin_provision": {"type": "bool"},
+            "lun_id": {"type": "int"},
+            "allowed_initiators": {"type": "list", "elements": "str"},
+            "initiators_mode": {"type": "str", "choices": ["replace", "add", "remove"], "default": "replace"},
+            "qos": {"type": "dict", "options": {q: {"type": "int"} for q in QOS_FIELDS}},
+            "from_name": {"type": "str"},
+            "from_snapshot": {
+                "type": "dict",
+                "options": {"name": {"type": "str", "required": True}, **source_lun},
+            },
+            "copy_from": {"type": "dict", "options": source_lun},
+            "remove_snapshots": {"type": "bool", "default": False},
+        },
+        mutually_exclusive=[("from_snapshot", "copy_from")],
+    )
+    run(module, lambda: apply(module))
+
+
+def apply(module: Any) -> Dict[str, Any]:
+    """Read the LUN, compute the change, write it unless in check mode."""
+    p = module.params
+    target_name = validate_target_name(p["target"], "target")
+    name = validate_lun_name(p["name"])
+    obj = f"LUN {name!r} in target {target_name!r}"
+    client = zbs_client(module)
+    current = find_lun(client, target_name, name)
+
+    if p["state"] == "absent":
+        if current is None:
+            return result(module, False, None, None)
+        if (current.get("snapshot_num") or 0) > 0 and not p["remove_snapshots"]:
+            fail_field(
+                "remove_snapshots",
+                f"the LUN has {current['snapshot_num']} snapshot(s); set remove_snapshots=true to delete them with it",
+                "delete-iscsi-lun",
+                obj,
+            )
+        if not module.check_mode:
+            client.luns.delete(current["id"], remove_snapshot=p["remove_snapshots"])
+        return result(module, True, _view(current, target_name), None)
+
+    want = _desired(module)
+    if current is None and p["from_name"] is not None:
+        current = find_lun(client, target_name, validate_lun_name(p["from_name"], "from_name"))
+    if current is None:
+        return _create(module, client, target_name, name, want, obj)
+
+    data = _compute_update(module, current, want, name, obj)
+    before = _view(current, target_name)
+    if not data:
+        return result(module, False, before, before, lun=current, size=format_size(current["assigned_size"]))
+    planned = dict(current, **data)
+    after = _view(planned, target_name)
+    if module.check_mode:
+        return result(module, True, before, after, lun=planned, size=format_size(planned["assigned_size"]))
+    updated = client.luns.update(current["id"], **data)
+    return result(
+        module, True, before, _view(updated, target_name), lun=updated, size=format_size(updated["assigned_size"])
+    )
+
+
+if __name__ == "__main__":
+    main()
