@@ -60,6 +60,7 @@ class Config:
     connector: str = "userspace"
     host_exec: str = "none"
     host_root: str = "/host"
+    multipath: bool = True
     state_dir: str = "/var/lib/zbs-csi"
     default_fstype: str = "ext4"
     max_volumes_per_node: int = 256

@@ -27,6 +27,10 @@ class CommandError(Exception):
         super().__init__(f"{argv[0]} exited {rc}: {self.stderr[-500:]}")
 
 
+def _masked(argv: list[str], secrets: Sequence[str]) -> list[str]:
+    return ["***" if any(s and s in a for s in secrets) else a for a in argv]
+
+
 @dataclass
 class Result:
     argv: list[str]
@@ -57,10 +61,14 @@ class Runner:
         stdin: str | None = None,
         check: bool = True,
         host: bool = False,
+        redact: Sequence[str] = (),
     ) -> Result:
-        """Run ``argv``; ``host`` routes it through the host-exec strategy (no-op here)."""
+        """Run ``argv``; ``host`` routes it through the host-exec strategy (no-op here).
+
+        ``redact`` lists values (iscsiadm's CHAP password) masked in logs and errors.
+        """
         argv = list(argv)
-        log.debug("run", extra={"fields": {"argv": argv}})
+        log.debug("run", extra={"fields": {"argv": _masked(argv, redact)}})
         try:
             proc = subprocess.run(
                 argv,
@@ -71,13 +79,18 @@ class Runner:
                 env={"PATH": FIXED_PATH, "LC_ALL": "C"},
                 check=False,
             )
-        except subprocess.TimeoutExpired as exc:
-            raise CommandError(argv, -1, f"timed out after {exc.timeout}s") from exc
-        except FileNotFoundError as exc:
-            raise CommandError(argv, 127, f"{argv[0]}: not found") from exc
+        except subprocess.TimeoutExpired:
+            raise CommandError(
+                _masked(argv, redact), -1, f"timed out after {timeout or self.default_timeout}s"
+            ) from None
+        except FileNotFoundError:
+            raise CommandError(_masked(argv, redact), 127, f"{argv[0]}: not found") from None
         res = Result(argv, proc.returncode, proc.stdout, proc.stderr)
         if check and proc.returncode != 0:
-            raise CommandError(argv, proc.returncode, proc.stderr or proc.stdout)
+            err = proc.stderr or proc.stdout
+            for secret in redact:
+                err = err.replace(secret, "***")
+            raise CommandError(_masked(argv, redact), proc.returncode, err)
         return res
 
 
@@ -96,9 +109,10 @@ class HostRunner(Runner):
         stdin: str | None = None,
         check: bool = True,
         host: bool = False,
+        redact: Sequence[str] = (),
     ) -> Result:
         full = [*host_prefix(self.strategy, self.host_root), *argv] if host else list(argv)
-        return super().run(full, timeout=timeout, stdin=stdin, check=check)
+        return super().run(full, timeout=timeout, stdin=stdin, check=check, redact=redact)
 
 
 Responder = Callable[[list[str], "str | None"], "Result | None"]
@@ -126,14 +140,16 @@ class RecordingRunner(Runner):
         stdin: str | None = None,
         check: bool = True,
         host: bool = False,
+        redact: Sequence[str] = (),
     ) -> Result:
         full = [*host_prefix(self.strategy, self.host_root), *argv] if host else list(argv)
+        log.debug("run", extra={"fields": {"argv": _masked(full, redact)}})
         self.calls.append(full)
         self.stdins.append(stdin)
         for responder in self.responders:
             res = responder(list(argv), stdin)
             if res is not None:
                 if check and res.rc != 0:
-                    raise CommandError(full, res.rc, res.stderr)
+                    raise CommandError(_masked(full, redact), res.rc, res.stderr)
                 return res
         return Result(full, 0)

@@ -14,7 +14,7 @@ def make_connector(cfg: Config, runner: Runner) -> Connector:
         return UserspaceConnector(runner, cfg.state_dir, cfg.node_id, timeout=cfg.command_timeout)
     from .kernel import KernelConnector
 
-    return KernelConnector(runner, cfg.node_id, host_root=cfg.host_root if cfg.host_exec == "chroot" else "/")
+    return KernelConnector(runner, cfg.node_id, multipath=cfg.multipath)
 
 
 __all__ = ["AttachTarget", "Attachment", "Chap", "Connector", "ConnectorError", "make_connector"]
