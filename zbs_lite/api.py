@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,6 +66,7 @@ LUN_CREATE = (
 LUN_UPDATE = ("name", "assigned_size", "assigned_size_unit", "replica_num", *LUN_COMMON)
 ACTIVE = ("PENDING", "EXECUTING")
 Items = list[tuple[str | None, str]]
+Row = Mapping[str, Any]
 
 
 @dataclass
@@ -307,7 +308,8 @@ class Api:
             n = conn.execute(sql, q.where.params).fetchone()[0]
         return {"aggregate": {"count": n}}
 
-    def _render(self, conn: sqlite3.Connection, res: Resource, rows: list[sqlite3.Row]) -> list[dict[str, Any]]:
+    def _render(self, conn: sqlite3.Connection, res: Resource, raw: list[sqlite3.Row]) -> list[dict[str, Any]]:
+        rows = [dict(r) for r in raw]  # sqlite3.Row looks names up column by column; dicts are ~10x faster
         if res is TARGET:
             luns: dict[str, list[dict[str, str]]] = {}
             ids = [r["id"] for r in rows]
@@ -329,7 +331,7 @@ class Api:
         }[res.name]
         return [render(r) for r in rows]
 
-    def cluster_json(self, r: sqlite3.Row) -> dict[str, Any]:
+    def cluster_json(self, r: Row) -> dict[str, Any]:
         return {
             "id": r["id"],
             "local_id": r["local_id"],
@@ -350,7 +352,7 @@ class Api:
             "labels": [],
         }
 
-    def target_json(self, r: sqlite3.Row, luns: list[dict[str, str]]) -> dict[str, Any]:
+    def target_json(self, r: Row, luns: list[dict[str, str]]) -> dict[str, Any]:
         out: dict[str, Any] = {
             "id": r["id"],
             "local_id": r["local_id"],
@@ -378,7 +380,7 @@ class Api:
             out[q] = r[q]
         return out
 
-    def lun_json(self, r: sqlite3.Row) -> dict[str, Any]:
+    def lun_json(self, r: Row) -> dict[str, Any]:
         out: dict[str, Any] = {
             "id": r["id"],
             "local_id": r["local_id"],
@@ -405,7 +407,7 @@ class Api:
             out[q] = r[q]
         return out
 
-    def snapshot_json(self, r: sqlite3.Row) -> dict[str, Any]:
+    def snapshot_json(self, r: Row) -> dict[str, Any]:
         return {
             "id": r["id"],
             "local_id": r["local_id"],
@@ -419,7 +421,7 @@ class Api:
             "entityAsyncStatus": r["entity_async_status"],
         }
 
-    def task_json(self, r: sqlite3.Row) -> dict[str, Any]:
+    def task_json(self, r: Row) -> dict[str, Any]:
         return {
             "id": r["id"],
             "description": r["description"],
@@ -443,7 +445,7 @@ class Api:
             "user": {"id": "zbs-lite-" + self.s.username, "name": self.s.username},
         }
 
-    def connection_json(self, r: sqlite3.Row) -> dict[str, Any]:
+    def connection_json(self, r: Row) -> dict[str, Any]:
         target = {"id": r["target_id"], "name": r["target_name"]} if r["target_name"] is not None else None
         return {
             "id": r["id"],

@@ -228,6 +228,7 @@ CREATE TABLE IF NOT EXISTS targets (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS targets_name ON targets(cluster_id, name);
 CREATE UNIQUE INDEX IF NOT EXISTS targets_iqn ON targets(iqn_name);
+CREATE INDEX IF NOT EXISTS targets_name_only ON targets(name);
 CREATE INDEX IF NOT EXISTS targets_local_id ON targets(local_id);
 CREATE TABLE IF NOT EXISTS luns (
   id TEXT PRIMARY KEY,

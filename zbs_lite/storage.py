@@ -45,7 +45,13 @@ def _run(argv: list[str], timeout: float = 120) -> None:
 
 
 def xfs_possible() -> bool:
-    return os.geteuid() == 0 and shutil.which("mkfs.xfs") is not None and shutil.which("mount") is not None
+    """Root, mkfs.xfs and loop devices: what ``--pool xfs`` needs."""
+    return (
+        os.geteuid() == 0
+        and shutil.which("mkfs.xfs") is not None
+        and shutil.which("mount") is not None
+        and os.path.exists("/dev/loop-control")
+    )
 
 
 @dataclass
@@ -76,11 +82,25 @@ class Pool:
         return self.root / "tmp" / name
 
     def open(self) -> None:
+        # "auto" sticks to what the data directory already uses, so LUN files never hide under a new mount.
+        fresh_auto = False
         if self.kind == "auto":
-            self.kind = "xfs" if (xfs_possible() or self.image.exists()) else "dir"
+            if self.image.exists():
+                self.kind = "xfs"
+            elif (self.root / "luns").exists() or not xfs_possible():
+                self.kind = "dir"
+            else:
+                self.kind, fresh_auto = "xfs", True
         self.root.mkdir(parents=True, exist_ok=True)
         if self.kind == "xfs":
-            self._mount_xfs()
+            try:
+                self._mount_xfs()
+            except (PoolError, OSError, subprocess.TimeoutExpired) as exc:
+                if not fresh_auto:
+                    raise
+                log.warning("no XFS pool (%s); keeping LUN files in a plain directory", exc)
+                self.image.unlink(missing_ok=True)
+                self.kind = "dir"
         for sub in ("luns", "snaps", "tmp"):
             (self.root / sub).mkdir(exist_ok=True)
         for leftover in (self.root / "tmp").iterdir():
