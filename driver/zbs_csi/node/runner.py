@@ -62,10 +62,12 @@ class Runner:
         check: bool = True,
         host: bool = False,
         redact: Sequence[str] = (),
+        env: dict[str, str] | None = None,
     ) -> Result:
         """Run ``argv``; ``host`` routes it through the host-exec strategy (no-op here).
 
-        ``redact`` lists values (iscsiadm's CHAP password) masked in logs and errors.
+        ``redact`` lists values (iscsiadm's CHAP password) masked in logs and errors; ``env``
+        adds variables to the fixed environment (libiscsi reads its CHAP secret from there).
         """
         argv = list(argv)
         log.debug("run", extra={"fields": {"argv": _masked(argv, redact)}})
@@ -76,7 +78,7 @@ class Runner:
                 capture_output=True,
                 text=True,
                 timeout=timeout or self.default_timeout,
-                env={"PATH": FIXED_PATH, "LC_ALL": "C"},
+                env={"PATH": FIXED_PATH, "LC_ALL": "C", **(env or {})},
                 check=False,
             )
         except subprocess.TimeoutExpired:
@@ -110,9 +112,10 @@ class HostRunner(Runner):
         check: bool = True,
         host: bool = False,
         redact: Sequence[str] = (),
+        env: dict[str, str] | None = None,
     ) -> Result:
         full = [*host_prefix(self.strategy, self.host_root), *argv] if host else list(argv)
-        return super().run(full, timeout=timeout, stdin=stdin, check=check, redact=redact)
+        return super().run(full, timeout=timeout, stdin=stdin, check=check, redact=redact, env=env)
 
 
 Responder = Callable[[list[str], "str | None"], "Result | None"]
@@ -141,6 +144,7 @@ class RecordingRunner(Runner):
         check: bool = True,
         host: bool = False,
         redact: Sequence[str] = (),
+        env: dict[str, str] | None = None,
     ) -> Result:
         full = [*host_prefix(self.strategy, self.host_root), *argv] if host else list(argv)
         log.debug("run", extra={"fields": {"argv": _masked(full, redact)}})

@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 import shutil
 import signal
 import tempfile
@@ -56,7 +57,7 @@ class UserspaceConnector:
         self.timeout = timeout
 
     def missing(self) -> list[str]:
-        need = ["qemu-storage-daemon", "losetup", "blockdev"]
+        need = ["qemu-storage-daemon", "iscsi-inq", "losetup", "blockdev"]
         missing = [b for b in need if shutil.which(b, path="/usr/sbin:/usr/bin:/sbin:/bin") is None]
         if not Path("/dev/fuse").exists():
             missing.append("/dev/fuse")
@@ -70,6 +71,13 @@ class UserspaceConnector:
         if run.exists():
             # A leftover of an interrupted attach: clean it before starting afresh.
             self.detach(target, self._data_for(run), [])
+        serial = self.read_serial(target, chap)
+        if serial != target.volume_id.replace("-", "").lower():
+            raise ConnectorError(
+                f"LUN {target.lun} of {target.target_iqn} is {serial or 'unidentified'}, not volume "
+                f"{target.volume_id}: refusing to use it (stale LUN id?)",
+                retryable=False,
+            )
         run.mkdir(parents=True, mode=0o700)
         disk, qmp, pidfile, secret = run / "disk", self._qmp_path(run), run / "qsd.pid", run / "chap"
         disk.touch()
@@ -127,6 +135,25 @@ class UserspaceConnector:
             raise
         log.info("attached", extra={"fields": {"device": loop, "target": target.target_iqn, "lun": target.lun}})
         return Attachment(loop, data)
+
+    def read_serial(self, target: AttachTarget, chap: Chap | None) -> str:
+        """The LUN's VPD 0x80 unit serial, read through a login with the node's own IQN.
+
+        This checks identity (a LUN id reused after a delete is another volume) and access
+        (masking, CHAP) before anything is created on the host. libiscsi takes the CHAP
+        secret from its environment, never from argv.
+        """
+        env: dict[str, str] = {}
+        if chap is not None:
+            env = {"LIBISCSI_CHAP_USERNAME": chap.username, "LIBISCSI_CHAP_PASSWORD": chap.password}
+        url = f"iscsi://{target.portal}/{target.target_iqn}/{target.lun}"
+        argv = ["iscsi-inq", "--initiator-name", self.initiator, "--evpd", "1", "--pagecode", "128", url]
+        try:
+            out = self.runner.run(argv, timeout=60, env=env).stdout
+        except CommandError as exc:
+            raise ConnectorError(f"iSCSI login to {target.target_iqn} lun {target.lun} failed: {exc.stderr}") from exc
+        m = re.search(r"Unit Serial Number:\[([^\]]*)\]", out)
+        return m[1].strip().lower() if m else ""
 
     @staticmethod
     def _qmp_path(run: Path) -> Path:
