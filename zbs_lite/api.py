@@ -540,12 +540,14 @@ class Api:
     def _mutate(
         self, res: Resource, fn: Callable[[sqlite3.Connection], list[tuple[str | None, str]]], **kw: Any
     ) -> Any:
-        try:
-            with self.db.write() as conn:
-                items = fn(conn)
-        except sqlite3.IntegrityError as exc:
-            raise ApiError(400, f"conflict: {self._integrity_message(exc)}") from None
-        self.runner.submit([t for t, _ in items if t], self.s.task_delay)
+        # Submitting under the write lock keeps the run order equal to the commit order.
+        with self.db.write_lock:
+            try:
+                with self.db.write() as conn:
+                    items = fn(conn)
+            except sqlite3.IntegrityError as exc:
+                raise ApiError(400, f"conflict: {self._integrity_message(exc)}") from None
+            self.runner.submit([t for t, _ in items if t], self.s.task_delay)
         return self._reply(res, items, **kw)
 
     @staticmethod
@@ -1061,25 +1063,17 @@ class Api:
 
     def update_cluster_iscsi(self, body: Any) -> Any:
         v.check_keys(body, "", ("where", "enable_iscsi"), ("where", "enable_iscsi"))
-        enable = v.get_bool(body, "enable_iscsi", "")
+        enable = bool(v.get_bool(body, "enable_iscsi", ""))
         out: list[dict[str, Any]] = []
-        with self.db.write() as conn:
-            for row in self._matching(conn, CLUSTER, body):
-                conn.execute("UPDATE clusters SET enabled_iscsi = ? WHERE id = ?", (int(bool(enable)), row["id"]))
-                tid = self._task(
-                    conn, "cluster.update", "Update iSCSI setting", CLUSTER, row["id"], "updateClusterSettings"
-                )
-                out.append(
-                    {
-                        "task_id": tid,
-                        "data": {
-                            "id": f"{row['id']}-settings",
-                            "cluster": self.cluster_ref(),
-                            "enabled_iscsi": bool(enable),
-                        },
-                    }
-                )
-        self.runner.submit([o["task_id"] for o in out], self.s.task_delay)
+        with self.db.write_lock:
+            with self.db.write() as conn:
+                for row in self._matching(conn, CLUSTER, body):
+                    conn.execute("UPDATE clusters SET enabled_iscsi = ? WHERE id = ?", (int(enable), row["id"]))
+                    desc = "Update iSCSI setting"
+                    tid = self._task(conn, "cluster.update", desc, CLUSTER, row["id"], "updateClusterSettings")
+                    data = {"id": f"{row['id']}-settings", "cluster": self.cluster_ref(), "enabled_iscsi": enable}
+                    out.append({"task_id": tid, "data": data})
+            self.runner.submit([o["task_id"] for o in out], self.s.task_delay)
         return out
 
     # ---------------------------------------------------------------- task execution

@@ -126,19 +126,31 @@ class Service:
         self.dataplane_error: str | None = None
         self.fronts: list[HttpFront] = []
         self.control: control.ControlServer | None = None
+        self.pool: Pool | None = None
+        self.db: Database | None = None
+        self.api: Api | None = None
 
     # ------------------------------------------------------------------ life cycle
 
     def _take_lock(self) -> None:
         rd = run_dir(self.data_dir)
         rd.mkdir(parents=True, exist_ok=True)
-        self._lock_fh = open(lock_path(self.data_dir), "a+")  # noqa: SIM115 - held for the server's life
+        fh = open(lock_path(self.data_dir), "a+")  # noqa: SIM115 - held for the server's life
         try:
-            fcntl.flock(self._lock_fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            fh.close()
             raise RuntimeError(f"another zbs-lite already serves {self.data_dir}") from None
+        self._lock_fh = fh
 
     def start(self) -> dict[str, Any]:
+        try:
+            return self._start()
+        except BaseException:
+            self.shutdown()  # release what was opened: ports, data plane, the pool's mount
+            raise
+
+    def _start(self) -> dict[str, Any]:
         opts = self.opts
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._take_lock()
@@ -241,7 +253,7 @@ class Service:
             vip = self.opts.vip
             chunks = [
                 {"n": i + 1, "portal": f"{ip}:{self.opts.chunk_port}", "up": False, "sessions": 0}
-                for i, ip in enumerate(self.api.s.chunk_ips)
+                for i, ip in enumerate(self.api.s.chunk_ips if self.api else ())
             ]
             return {"present": False, "vip": vip, "chunks": chunks}
         st = dict(self.dataplane.status())
@@ -251,7 +263,8 @@ class Service:
     def handle_control(self, req: dict[str, Any]) -> dict[str, Any]:
         op = req.get("op")
         if op == "status":
-            return {"ok": True, "data_plane": self.dataplane_status(), "tasks_idle": self.api.runner.idle()}
+            idle = self.api.runner.idle() if self.api else None
+            return {"ok": True, "data_plane": self.dataplane_status(), "tasks_idle": idle}
         if op in ("chunk_stop", "chunk_start"):
             n = req.get("n")
             if not isinstance(n, int) or not 1 <= n <= self.opts.chunks:
@@ -273,7 +286,8 @@ class Service:
 
     def shutdown(self) -> None:
         log.info("zbs-lite stopping")
-        state_path(self.data_dir).unlink(missing_ok=True)
+        if self._lock_fh is not None:
+            state_path(self.data_dir).unlink(missing_ok=True)
         if self.control is not None:
             self.control.stop()
         for f in self.fronts:
@@ -283,9 +297,12 @@ class Service:
                 self.dataplane.stop()
             except Exception:
                 log.exception("stopping the data plane failed")
-        self.api.runner.stop()
-        self.db.close()
-        self.pool.close()
+        if self.api is not None:
+            self.api.runner.stop()
+        if self.db is not None:
+            self.db.close()
+        if self.pool is not None:
+            self.pool.close()
         log.info("zbs-lite stopped")
 
 

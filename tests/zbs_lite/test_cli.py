@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -120,3 +121,19 @@ def test_bad_flags_fail_cleanly(tmp_path: Path) -> None:
     cfg.write_text("bogus = 1\n")
     res = zbs_lite("serve", "--data-dir", str(tmp_path), "--config", str(cfg), check=False)
     assert res.returncode == 2 and "unknown option" in res.stderr
+
+
+def test_a_port_in_use_fails_the_start_and_releases_everything(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        base = random_loopback_base()
+        res = zbs_lite(
+            "serve", "--data-dir", str(data), "--daemon", "--api-port", str(port), "--vip", "127.0.0.1:0",
+            "--chunk-ip-base", base, "--chunk-port", str(free_port(base)), "--pool", "dir", check=False,
+        )  # fmt: skip
+    assert res.returncode == 1 and "Address already in use" in res.stderr
+    assert zbs_lite("status", "--data-dir", str(data), check=False).returncode == 3
+    assert not (data / "run" / "state.json").exists()
