@@ -228,3 +228,6 @@ def test_wrong_chap_secret_leaves_nothing(cluster: Cluster, tmp_path: Path) -> N
         assert host_leftovers([cluster.a.state_dir], tmp_path) == []
     finally:
         ctrl.stop()
+    for proc in (ctrl, cluster.a, cluster.ctrl):
+        text = proc.log_tail(10**8)
+        assert "GoodSecret12345" not in text and "WrongSecret1234" not in text, f"a secret reached {proc.name}'s log"
