@@ -73,6 +73,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._drain()
         self._error(ApiError(404 if not self.path.startswith(PREFIX) else 405, "use POST with a JSON body"), self.path)
 
+    do_PUT = do_DELETE = do_PATCH = do_GET
+
     def _drain(self) -> bytes | None:
         try:
             length = int(self.headers.get("Content-Length") or 0)
