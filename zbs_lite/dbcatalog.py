@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import threading
+from typing import Any
 
 from zbs_lite.catalog import ConnectionInfo, InitiatorChap, LunView, TargetView
 from zbs_lite.db import Database
@@ -22,20 +24,23 @@ class DbCatalog:
         self._db = db
         self._pool = pool
         self._cluster_id = cluster_id
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one rebuild at a time
+        self._gen_lock = threading.Lock()  # never held across I/O: commits only bump the counter
         self._generation = 1
         self._built = 0
         self._targets: list[TargetView] = []
         self._by_iqn: dict[str, TargetView] = {}
         self._luns: dict[str, list[LunView]] = {}
         self._chunk_ips: dict[int, str] = {}
+        self._conn_queue: queue.Queue[tuple[str, Any]] = queue.Queue()
+        threading.Thread(target=self._connection_writer, name="connections", daemon=True).start()
         db.on_commit.append(self.changed)
 
     def set_chunk_ips(self, ips: dict[int, str]) -> None:
         self._chunk_ips = dict(ips)
 
     def changed(self) -> None:
-        with self._lock:
+        with self._gen_lock:
             self._generation += 1
 
     def generation(self) -> int:
@@ -98,6 +103,29 @@ class DbCatalog:
         return list(self._luns.get(target_id, ()))
 
     def connection_opened(self, conn: ConnectionInfo) -> None:
+        """Queued, so an iSCSI login never waits for a long API transaction."""
+        self._conn_queue.put(("open", conn))
+
+    def connection_closed(self, conn_id: str) -> None:
+        self._conn_queue.put(("close", conn_id))
+
+    def flush_connections(self, timeout: float = 10) -> None:
+        """Wait until every queued session change is in the database (tests, status)."""
+        done = threading.Event()
+        self._conn_queue.put(("flush", done))
+        done.wait(timeout)
+
+    def _connection_writer(self) -> None:
+        while True:
+            op, arg = self._conn_queue.get()
+            if op == "flush":
+                arg.set()
+            elif op == "open":
+                self._record_open(arg)
+            else:
+                self._record_close(arg)
+
+    def _record_open(self, conn: ConnectionInfo) -> None:
         try:
             with self._db.write(hooks=False) as db:
                 db.execute(
@@ -117,7 +145,7 @@ class DbCatalog:
         except Exception:
             log.exception("could not record iSCSI connection %s", conn.id)
 
-    def connection_closed(self, conn_id: str) -> None:
+    def _record_close(self, conn_id: str) -> None:
         try:
             with self._db.write(hooks=False) as db:
                 db.execute("DELETE FROM connections WHERE id = ?", (conn_id,))
