@@ -7,8 +7,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import Cluster
-from csi_harness import DriverProcess, GiB, mount_cap
+from conftest import NODE_A, Cluster
+from csi_harness import DriverProcess, GiB, host_leftovers, mount_cap
 from zbs_csi.proto import csi_pb2 as csi
 
 
@@ -79,3 +79,38 @@ def test_fifty_volumes_at_once(cluster: Cluster, tmp_path: Path, luns_per_target
         assert cluster.our_luns() == []
     finally:
         ctrl.stop()
+
+
+def test_one_node_stages_and_unstages_many_volumes_at_once(cluster: Cluster, tmp_path: Path) -> None:
+    ctl, node = cluster.ctrl.controller, cluster.a.node
+    cap = mount_cap("ext4")
+    ids = [_create(cluster.ctrl, f"pvc-node-{i}")[1] for i in range(8)]
+    ctxs = {
+        v: ctl.ControllerPublishVolume(
+            csi.ControllerPublishVolumeRequest(volume_id=v, node_id=NODE_A, volume_capability=cap), timeout=120
+        ).publish_context
+        for v in ids
+    }
+
+    def stage(v: str) -> None:
+        node.NodeStageVolume(
+            csi.NodeStageVolumeRequest(
+                volume_id=v, staging_target_path=str(tmp_path / v), publish_context=ctxs[v], volume_capability=cap
+            ),
+            timeout=300,
+        )
+        (tmp_path / v / "id").write_text(v)
+
+    def unstage(v: str) -> None:
+        node.NodeUnstageVolume(csi.NodeUnstageVolumeRequest(volume_id=v, staging_target_path=str(tmp_path / v)))
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(stage, ids))
+    assert all((tmp_path / v / "id").read_text() == v for v in ids), "each staging path holds its own volume"
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(unstage, ids))
+    for v in ids:
+        ctl.ControllerUnpublishVolume(csi.ControllerUnpublishVolumeRequest(volume_id=v, node_id=NODE_A))
+        ctl.DeleteVolume(csi.DeleteVolumeRequest(volume_id=v))
+    assert host_leftovers([cluster.a.state_dir], tmp_path) == []
+    assert cluster.our_luns() == []

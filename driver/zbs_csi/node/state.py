@@ -7,6 +7,7 @@ id is validated before it becomes part of a path.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from ..ids import check_volume_id
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -69,6 +72,8 @@ class StateStore:
         for p in sorted(self.dir.glob("*.json")):
             try:
                 out.append(StageRecord(**json.loads(p.read_text(encoding="utf-8"))))
+            except FileNotFoundError:
+                continue  # unstaged by another operation while we listed
             except (ValueError, TypeError):
-                continue
+                log.warning("ignoring an unreadable stage record %s", p)
         return out
