@@ -267,37 +267,43 @@ class Api:
     }
 
     def _get(self, res: Resource, body: Any) -> list[dict[str, Any]]:
+        with self.db.read() as conn:
+            sql, params = self.select_sql(conn, res, body)
+            rows = conn.execute(sql, params).fetchall()
+            return self._render(conn, res, rows)
+
+    def select_sql(self, conn: sqlite3.Connection, res: Resource, body: Any) -> tuple[str, list[Any]]:
+        """The SELECT a get-* body turns into (cursor resolved, ordered, limited)."""
         q = parse_query(res, body)
         sql = f"{self._SELECT[res.name]} WHERE ({q.where.text})"
         params = list(q.where.params)
-        with self.db.read() as conn:
-            if q.after is not None:
-                cur = conn.execute(f"SELECT {q.order_col} FROM {res.table} WHERE id = ?", (q.after,)).fetchone()  # noqa: S608
-                if cur is None:
-                    raise bad("after", f"no {res.name} with id {q.after!r} to page after")
-                val = cur[0]
-                idc = f"{res.table}.id"
-                if val is None:
-                    cmp = (
-                        f"({q.order_col} IS NOT NULL OR {idc} > ?)"
-                        if not q.desc
-                        else f"({q.order_col} IS NULL AND {idc} < ?)"
-                    )
-                    params.append(q.after)
-                else:
-                    op = "<" if q.desc else ">"
-                    cmp = f"({q.order_col} {op} ? OR ({q.order_col} = ? AND {idc} {op} ?))"
-                    if q.desc:
-                        cmp = f"({cmp} OR {q.order_col} IS NULL)"
-                    params.extend([val, val, q.after])
-                sql += f" AND {cmp}"
-            direction = "DESC" if q.desc else "ASC"
-            sql += f" ORDER BY {q.order_col} {direction}, {res.table}.id {direction}"
-            if q.first is not None or q.skip:
-                sql += " LIMIT ? OFFSET ?"
-                params.extend([q.first if q.first is not None else -1, q.skip])
-            rows = conn.execute(sql, params).fetchall()
-            return self._render(conn, res, rows)
+        if q.after is not None:
+            cur = conn.execute(f"SELECT {q.order_col} FROM {res.table} WHERE id = ?", (q.after,)).fetchone()  # noqa: S608
+            if cur is None:
+                raise bad("after", f"no {res.name} with id {q.after!r} to page after")
+            val = cur[0]
+            idc = f"{res.table}.id"
+            if val is None:
+                cmp = (
+                    f"({q.order_col} IS NULL AND {idc} < ?)" if q.desc else f"({q.order_col} IS NOT NULL OR {idc} > ?)"
+                )
+                params.append(q.after)
+            else:
+                op = "<" if q.desc else ">"
+                cmp = f"({q.order_col} {op} ? OR ({q.order_col} = ? AND {idc} {op} ?))"
+                if q.desc:
+                    cmp = f"({cmp} OR {q.order_col} IS NULL)"
+                params.extend([val, val, q.after])
+            sql += f" AND {cmp}"
+        direction = "DESC" if q.desc else "ASC"
+        # "+" keeps SQLite from walking the primary key for ORDER BY and testing every row against
+        # a relation filter; it then uses the relation's index and sorts the few matches.
+        plus = "+" if q.related else ""
+        sql += f" ORDER BY {plus}{q.order_col} {direction}, {plus}{res.table}.id {direction}"
+        if q.first is not None or q.skip:
+            sql += " LIMIT ? OFFSET ?"
+            params.extend([q.first if q.first is not None else -1, q.skip])
+        return sql, params
 
     def _count(self, res: Resource, body: Any) -> dict[str, Any]:
         if body is None:

@@ -240,6 +240,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS luns_name ON luns(target_id, name);
 CREATE UNIQUE INDEX IF NOT EXISTS luns_lun_id ON luns(target_id, lun_id);
 CREATE INDEX IF NOT EXISTS luns_local_id ON luns(local_id);
 CREATE INDEX IF NOT EXISTS luns_name_only ON luns(name);
+CREATE INDEX IF NOT EXISTS luns_target ON luns(target_id, id);
 CREATE TABLE IF NOT EXISTS snapshots (
   id TEXT PRIMARY KEY,
   lun_id TEXT NOT NULL REFERENCES luns(id),

@@ -176,6 +176,7 @@ class Query:
     first: int | None
     skip: int
     after: str | None
+    related: bool = False  # filters through a relation: let SQLite pick the index for WHERE, then sort
 
 
 def _int_arg(body: dict[str, Any], key: str) -> int | None:
@@ -221,4 +222,9 @@ def parse_query(res: Resource, body: Any, *, connection: bool = False) -> Query:
         first=_int_arg(body, "first"),
         skip=_int_arg(body, "skip") or 0,
         after=after,
+        related=isinstance(body.get("where"), dict) and any(_is_relation(res, k) for k in body["where"]),
     )
+
+
+def _is_relation(res: Resource, key: str) -> bool:
+    return key in res.relations or key.rpartition("_")[0] in res.relations
