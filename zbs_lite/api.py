@@ -283,7 +283,10 @@ class Api:
                 raise bad("after", f"no {res.name} with id {q.after!r} to page after")
             val = cur[0]
             idc = f"{res.table}.id"
-            if val is None:
+            if q.order_field == "id":
+                cmp = f"{idc} {'<' if q.desc else '>'} ?"
+                params.append(q.after)
+            elif val is None:
                 cmp = (
                     f"({q.order_col} IS NULL AND {idc} < ?)" if q.desc else f"({q.order_col} IS NOT NULL OR {idc} > ?)"
                 )
@@ -299,7 +302,9 @@ class Api:
         # "+" keeps SQLite from walking the primary key for ORDER BY and testing every row against
         # a relation filter; it then uses the relation's index and sorts the few matches.
         plus = "+" if q.related else ""
-        sql += f" ORDER BY {plus}{q.order_col} {direction}, {plus}{res.table}.id {direction}"
+        sql += f" ORDER BY {plus}{q.order_col} {direction}"
+        if q.order_field != "id":
+            sql += f", {plus}{res.table}.id {direction}"  # ties broken by id, so cursors are stable
         if q.first is not None or q.skip:
             sql += " LIMIT ? OFFSET ?"
             params.extend([q.first if q.first is not None else -1, q.skip])
