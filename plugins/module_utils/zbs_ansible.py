@@ -126,9 +126,23 @@ def fail_field(field: str, message: str, operation: str, obj: str) -> NoReturn:
     raise ZbsValidationError(field, message, operation=operation, object=obj)
 
 
-def changed_fields(current: Mapping[str, Any], desired: Mapping[str, Any]) -> Dict[str, Any]:
-    """The desired fields (those not None) whose value differs from the current resource."""
-    return {k: v for k, v in desired.items() if v is not None and current.get(k) != v}
+def changed_fields(
+    current: Mapping[str, Any], desired: Mapping[str, Any], null_means: Optional[Mapping[str, Any]] = None
+) -> Dict[str, Any]:
+    """The desired fields (those not None) whose value differs from the current resource.
+
+    ``null_means`` gives what the API's null stands for in a field (no QoS limit = 0, no
+    description = ""), so asking for that value explicitly is no change.
+    """
+    nulls = null_means or {}
+    out = {}
+    for key, want in desired.items():
+        have = current.get(key)
+        if have is None:
+            have = nulls.get(key)
+        if want is not None and have != want:
+            out[key] = want
+    return out
 
 
 def check_immutable(

@@ -228,6 +228,19 @@ def _chap_entry(entries: List[Dict[str, Any]], iqn: str) -> Optional[Dict[str, A
     return None
 
 
+def _keep(entry: Dict[str, Any], target: str) -> Dict[str, Any]:
+    """Another initiator's CHAP entry, rewritten as it was (the API takes the target's whole list)."""
+    if not entry.get("chap_secret"):
+        fail_field(
+            "chap",
+            f"target {target!r} does not return the CHAP secret of {entry.get('initiator_iqn')}, so its list "
+            "cannot be rewritten without losing it; manage the list with smartx.zbs.zbs_target instead",
+            "update-iscsi-target",
+            f"target {target!r}",
+        )
+    return {k: entry.get(k) for k in ("initiator_iqn", "chap_name", "chap_secret")}
+
+
 def _plan_chaps(
     module: Any, iqn: str, targets: List[Dict[str, Any]], chap_target_ids: Set[str], revoke_others: bool
 ) -> Tuple[Dict[str, List[Dict[str, Any]]], List[str]]:
@@ -239,7 +252,7 @@ def _plan_chaps(
     for target in targets:
         entries = [dict(e) for e in target.get("initiator_chaps") or []]
         entry = _chap_entry(entries, iqn)
-        others = [e for e in entries if e is not entry]
+        others = [_keep(e, target["name"]) for e in entries if e is not entry]
         if target["id"] in chap_target_ids and chap is not None:
             holders.append(target["name"])
             if entry is None or entry.get("chap_name") != chap["name"] or always:
@@ -309,17 +322,14 @@ def apply(module: Any) -> Dict[str, Any]:
     ]
 
     chap_updates: Dict[str, List[Dict[str, Any]]] = {}
-    holders: List[str] = []
-    before_holders: List[str] = []
-    if p["chap"] is not None or revoke_others:
-        targets = client.targets.list()
-        chap_target_ids = {(lun.get("iscsi_target") or {}).get("id") for lun in wanted.values()}
-        before_holders = sorted(t["name"] for t in targets if _chap_entry(t.get("initiator_chaps") or [], iqn))
-        if p["chap"] is None and not absent:
-            # exact mode without chap: CHAP credentials are left as they are
-            holders = before_holders
-        else:
-            chap_updates, holders = _plan_chaps(module, iqn, targets, {i for i in chap_target_ids if i}, revoke_others)
+    targets = client.targets.list()
+    chap_target_ids = {(lun.get("iscsi_target") or {}).get("id") for lun in wanted.values()}
+    before_holders = sorted(t["name"] for t in targets if _chap_entry(t.get("initiator_chaps") or [], iqn))
+    if p["chap"] is None and not absent:
+        # without chap, CHAP credentials are left as they are (absent still removes them)
+        holders = before_holders
+    else:
+        chap_updates, holders = _plan_chaps(module, iqn, targets, {i for i in chap_target_ids if i}, revoke_others)
 
     changed = bool(lun_updates or chap_updates)
     before = {

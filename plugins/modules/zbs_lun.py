@@ -241,6 +241,8 @@ from ansible_collections.smartx.zbs.plugins.module_utils.zbs_validate import (
 )
 
 QOS_FIELDS = ("iops", "iops_rd", "iops_wr", "bps", "bps_rd", "bps_wr")
+# What the API's null stands for, so asking for that value is no change.
+NULL_MEANS = dict.fromkeys(QOS_FIELDS, 0)
 VIEW_FIELDS = ("name", "lun_id", "assigned_size", "replica_num", "thin_provision", "allowed_initiators", *QOS_FIELDS)
 
 
@@ -340,7 +342,7 @@ def _compute_update(module: Any, current: Dict[str, Any], want: Dict[str, Any], 
             obj,
         )
     comparable = {k: v for k, v in want.items() if k not in ("thin_provision", "lun_id")}
-    data = changed_fields(current, comparable)
+    data = changed_fields(current, comparable, NULL_MEANS)
     initiators = _wanted_initiators(module, current.get("allowed_initiators"), obj)
     if initiators is not None:
         have = current.get("allowed_initiators")

@@ -235,6 +235,8 @@ from ansible_collections.smartx.zbs.plugins.module_utils.zbs_validate import (
 )
 
 QOS_FIELDS = ("iops", "iops_rd", "iops_wr", "bps", "bps_rd", "bps_wr")
+# What the API's null stands for, so asking for that value is no change.
+NULL_MEANS = {"description": "", "chap_name": "", **dict.fromkeys(QOS_FIELDS, 0)}
 IMMUTABLE = ("cluster_id", "replica_num", "thin_provision", "stripe_num", "stripe_size")
 # What the diff shows: the fields this module manages, as the API names them.
 VIEW_FIELDS = (
@@ -353,7 +355,7 @@ def _compute_update(module: Any, current: Dict[str, Any], want: Dict[str, Any]) 
     p = module.params
     always = p["update_secrets"] == "always"
     comparable = {k: v for k, v in want.items() if k not in IMMUTABLE and k not in ("ip_whitelist", "iqn_whitelist")}
-    data = changed_fields(current, comparable)
+    data = changed_fields(current, comparable, NULL_MEANS)
     for field in ("ip_whitelist", "iqn_whitelist"):
         if want[field] is not None and _as_set(current.get(field)) != _as_set(want[field]):
             data[field] = want[field]

@@ -82,3 +82,14 @@ def test_unknown_lun_and_bad_iqn_fail_without_writing(fake, run_module):
     out = run_module(zbs_initiator, {"iqn": NODE1, "luns": [{"target": "db"}]})
     assert out["failed"] and "name" in out["msg"] and "lun_id" in out["msg"]
     assert fake.writes() == []
+
+
+def test_refuses_to_rewrite_a_chap_list_whose_secrets_the_api_hides(fake, run_module):
+    _setup(fake)
+    fake.target("db")["initiator_chaps"] = [
+        {"initiator_iqn": NODE1, "chap_name": "n1", "chap_secret": None},
+        {"initiator_iqn": NODE2, "chap_name": "n2", "chap_secret": None},
+    ]
+    out = run_module(zbs_initiator, {"iqn": NODE1, "state": "absent"})
+    assert out["failed"] and "does not return the CHAP secret" in out["msg"]
+    assert len(fake.target("db")["initiator_chaps"]) == 2

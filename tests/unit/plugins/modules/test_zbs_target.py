@@ -101,3 +101,10 @@ def test_connection_options_come_from_the_environment(fake, run_module, monkeypa
 def test_missing_connection_options_fail_argument_validation(fake, run_module):
     out = run_module(zbs_target, {"name": "db"}, connection=False)
     assert out["failed"] and "host" in out["msg"] and "password" in out["msg"]
+
+
+def test_api_nulls_equal_their_meaning(fake, run_module):
+    target = fake.add_target("db")
+    target.update(description=None, iops=None, bps=None)
+    out = run_module(zbs_target, {"name": "db", "description": "", "qos": {"iops": 0, "bps": 0}})
+    assert out["changed"] is False

@@ -1,0 +1,160 @@
+"""What a no-change playbook run costs compared to the run that did the work.
+
+Runs one playbook that manages N LUNs (default 200) in one target with smartx.zbs.zbs_lun,
+twice, against a zbs-lite started here: the first run creates everything, the second must
+change nothing. Prints the ratio second/first (side by side, same machine, same run) and the
+API calls per task of the no-change run, counted by a small proxy in front of zbs-lite's
+plain-HTTP port (goal: the login plus one read per object).
+
+    .venv/bin/python bench/modules.py [--luns 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import http.server
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Counter
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from zbs_lite.testing import ZbsLiteProcess  # noqa: E402
+
+PLAYBOOK = """\
+- name: Manage {n} LUNs
+  hosts: localhost
+  gather_facts: false
+  module_defaults:
+    group/smartx.zbs.zbs:
+      host: "{{{{ bench_host }}}}"
+      username: "{{{{ bench_username }}}}"
+      password: "{{{{ bench_password }}}}"
+  tasks:
+    - name: The target
+      smartx.zbs.zbs_target:
+        name: bench
+        replica_num: 1
+    - name: The LUNs
+      smartx.zbs.zbs_lun:
+        target: bench
+        name: "v{{{{ item }}}}"
+        size: 16MiB
+        allowed_initiators: [iqn.2004-10.com.example:bench1, iqn.2004-10.com.example:bench2]
+      loop: "{{{{ range({n}) | list }}}}"
+"""
+
+
+class CountingProxy(http.server.ThreadingHTTPServer):
+    """Forwards POSTs to zbs-lite's HTTP port and counts them per operation."""
+
+    def __init__(self, upstream: str) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.upstream = upstream.rstrip("/")
+        self.counts: Counter[str] = collections.Counter()
+        self.lock = threading.Lock()
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server: CountingProxy
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        op = self.path.rsplit("/", 1)[-1]
+        with self.server.lock:
+            self.server.counts[op] += 1
+        headers = {k: v for k, v in self.headers.items() if k.lower() in ("content-type", "authorization", "accept")}
+        req = urllib.request.Request(self.server.upstream + self.path, data=body, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                status, payload = resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            status, payload = exc.code, exc.read()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def run_playbook(playbook: Path, extra_vars: Path) -> tuple[float, str]:
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".cache" / "collections"), ANSIBLE_NOCOLOR="1")
+    started = time.perf_counter()
+    proc = subprocess.run(
+        ["ansible-playbook", str(playbook), "-e", f"@{extra_vars}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        check=False,
+    )
+    elapsed = time.perf_counter() - started
+    if proc.returncode != 0:
+        sys.exit(f"ansible-playbook failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}")
+    recap = next((line for line in proc.stdout.splitlines() if line.startswith("localhost")), "")
+    return elapsed, recap
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--luns", type=int, default=200)
+    args = parser.parse_args()
+    tasks = args.luns + 1
+
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-modules-") as tmp,
+        ZbsLiteProcess(Path(tmp) / "zbs", http_port=0) as zbs,
+    ):
+        if not zbs.http_url:
+            sys.exit("zbs-lite did not report a plain-HTTP URL (--http-port)")
+        proxy = CountingProxy(zbs.http_url.split("/v2/api")[0])
+        threading.Thread(target=proxy.serve_forever, daemon=True).start()
+        playbook = Path(tmp) / "luns.yml"
+        playbook.write_text(PLAYBOOK.format(n=args.luns))
+        extra = Path(tmp) / "vars.json"
+        extra.write_text(
+            json.dumps(
+                {
+                    "bench_host": f"http://127.0.0.1:{proxy.server_address[1]}",
+                    "bench_username": zbs.username,
+                    "bench_password": zbs.password,
+                }
+            )
+        )
+        extra.chmod(0o600)
+
+        first, recap1 = run_playbook(playbook, extra)
+        first_calls = sum(proxy.counts.values())
+        proxy.counts.clear()
+        second, recap2 = run_playbook(playbook, extra)
+        calls = dict(proxy.counts)
+        proxy.shutdown()
+
+    total = sum(calls.values())
+    reads = total - calls.get("login", 0)
+    recap_first = recap1.split(":", 1)[-1].strip()
+    recap_second = recap2.split(":", 1)[-1].strip()
+    print(f"LUNs managed:                       {args.luns} ({tasks} module runs per playbook run)")
+    print(f"first run (creates):                {first:.1f} s, {first_calls} API calls   [{recap_first}]")
+    print(f"second run (no change):             {second:.1f} s, {total} API calls   [{recap_second}]")
+    print(f"no-change API calls by operation:   {json.dumps(calls, sort_keys=True)}")
+    per_login, per_read = calls.get("login", 0) / tasks, reads / tasks
+    print(f"API calls per task, no-change run:  {total / tasks:.2f} (login {per_login:.2f}, reads {per_read:.2f})")
+    print(f"ratio second/first run time:        {second / first:.2f}")
+
+
+if __name__ == "__main__":
+    main()
