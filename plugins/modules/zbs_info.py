@@ -246,7 +246,8 @@ def gather(module: Any) -> Dict[str, Any]:
     client = zbs_client(module)
     facts: Dict[str, Any] = {}
     if "cluster" in subsets or "minimal" in subsets:
-        facts["cluster"] = client.clusters.default()
+        clusters = client.clusters.list()
+        facts["cluster"] = clusters[0] if clusters else None
     if "minimal" in subsets:
         facts["counts"] = {
             "targets": client.targets.count(wheres["targets"]),

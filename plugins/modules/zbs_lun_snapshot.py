@@ -134,32 +134,33 @@ def apply(module: Any) -> Dict[str, Any]:
     name = validate_snapshot_name(p["name"])
     obj = f"snapshot {name!r} of LUN {lun_name!r} in target {target!r}"
     client = zbs_client(module)
-    found = client.luns.list(where={"name": lun_name, "iscsi_target": {"name": target}})
-    lun = found[0] if found else None
-    if lun is None:
-        if p["state"] == "absent":
-            return result(module, False, None, None)
-        fail_field("lun", f"no LUN {lun_name!r} in target {target!r}", "get-iscsi-luns", obj)
-    snapshot = client.snapshots.get(name=name, lun_id=lun["id"])
+    # One read finds the snapshot through its LUN and target relations; the LUN is read only when it is missing.
+    found = client.snapshots.list(
+        where={"name": name, "iscsi_lun": {"name": lun_name}, "iscsi_target": {"name": target}}
+    )
+    snapshot = found[0] if found else None
     view = _view(snapshot, target, lun_name)
 
-    if p["state"] == "absent":
-        if snapshot is None:
-            return result(module, False, None, None)
+    if snapshot is not None:
+        if p["state"] == "present":
+            return result(module, False, view, view, snapshot=snapshot)
+        if p["state"] == "absent":
+            if not module.check_mode:
+                client.snapshots.delete(snapshot["id"])
+            return result(module, True, view, None)
         if not module.check_mode:
-            client.snapshots.delete(snapshot["id"])
-        return result(module, True, view, None)
-
-    if p["state"] == "rolled_back":
-        if snapshot is None:
-            fail_field("name", "no such snapshot to roll back to", "rollback-iscsi-lun-from-snapshot", obj)
-        if not module.check_mode:
-            client.luns.rollback(lun["id"], snapshot["id"])
+            client.luns.rollback(snapshot["iscsi_lun"]["id"], snapshot["id"])
         before = {"lun": lun_name, "target": target, "rolled_back_to": None}
         return result(module, True, before, dict(before, rolled_back_to=name), snapshot=snapshot)
 
-    if snapshot is not None:
-        return result(module, False, view, view, snapshot=snapshot)
+    if p["state"] == "absent":
+        return result(module, False, None, None)
+    luns = client.luns.list(where={"name": lun_name, "iscsi_target": {"name": target}})
+    if not luns:
+        fail_field("lun", f"no LUN {lun_name!r} in target {target!r}", "get-iscsi-luns", obj)
+    if p["state"] == "rolled_back":
+        fail_field("name", f"LUN {lun_name!r} has no snapshot {name!r}", "rollback-iscsi-lun-from-snapshot", obj)
+    lun = luns[0]
     planned = {"name": name, "iscsi_lun": {"id": lun["id"], "name": lun_name}, "iscsi_target": lun.get("iscsi_target")}
     if module.check_mode:
         return result(module, True, None, _view(planned, target, lun_name), snapshot=planned)

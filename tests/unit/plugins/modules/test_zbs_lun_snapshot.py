@@ -42,3 +42,15 @@ def test_missing_lun_or_snapshot_fail_clearly(fake, run_module):
     out = run_module(zbs_lun_snapshot, {"target": "app", "lun": "data", "name": "bad/name"})
     assert out["failed"] and "name" in out["msg"]
     assert fake.writes() == []
+
+
+def test_no_change_run_is_one_read(fake, run_module):
+    fake.add_target("app")
+    fake.add_lun("app", "data")
+    fake.add_lun("app", "other")
+    fake.add_snapshot("app", "other", "s1")
+    fake.add_snapshot("app", "data", "s1")
+    fake.calls.clear()
+    out = run_module(zbs_lun_snapshot, {"target": "app", "lun": "data", "name": "s1"})
+    assert out["changed"] is False and out["snapshot"]["iscsi_lun"]["name"] == "data"
+    assert fake.ops() == ["login", "get-iscsi-lun-snapshots"]
