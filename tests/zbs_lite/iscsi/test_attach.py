@@ -1,0 +1,168 @@
+"""The userspace attach path end to end, and chunk failover with I/O running.
+
+qemu-storage-daemon logs in through the VIP with the node's IQN (libiscsi), exports the LUN
+as a file over FUSE, and a loop device makes it a block device: the CSI driver's
+`userspace` connector, used where the kernel has no iscsi_tcp (as on these machines).
+Needs root, /dev/fuse and loop devices.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import IQN_A, IQN_B, MIB, Rig, need, run
+
+from zbs_lite.catalog import LunView
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or not os.path.exists("/dev/fuse") or not os.path.exists("/dev/loop-control"),
+    reason="needs root, /dev/fuse and loop devices",
+)
+
+
+@contextlib.contextmanager
+def attached(rig: Rig, lun: LunView, initiator: str, portal: str, workdir: Path) -> Iterator[Path]:
+    """The LUN as a FUSE file served by qemu-storage-daemon; gone again on exit."""
+    need("qemu-storage-daemon")
+    target = next(t for t in rig.catalog.targets() if t.id == lun.target_id)
+    host, port = rig.hostport(portal)
+    export = workdir / f"export-{initiator.rsplit(':', 1)[-1]}"
+    export.touch()
+    log = open(workdir / "qsd.log", "ab")  # noqa: SIM115 - closed below
+    qsd = subprocess.Popen(
+        [
+            "qemu-storage-daemon",
+            "--blockdev",
+            f"driver=iscsi,node-name=n0,transport=tcp,portal={host}:{port},target={target.iqn},"
+            f"lun={lun.lun_id},initiator-name={initiator},cache.direct=on",
+            "--export",
+            f"type=fuse,id=e0,node-name=n0,mountpoint={export},writable=on",
+        ],
+        stdout=log,
+        stderr=log,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while os.stat(export).st_size != lun.size:
+            assert qsd.poll() is None, (workdir / "qsd.log").read_text()
+            assert time.monotonic() < deadline, "the FUSE export did not appear"
+            time.sleep(0.05)
+        yield export
+    finally:
+        qsd.send_signal(signal.SIGTERM)
+        try:
+            qsd.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            qsd.kill()
+            qsd.wait()
+        run(["fusermount3", "-u", str(export)])
+        log.close()
+
+
+@contextlib.contextmanager
+def loop_device(path: Path) -> Iterator[str]:
+    r = run(["losetup", "-f", "--show", str(path)])
+    assert r.returncode == 0, r.stderr
+    dev = r.stdout.strip()
+    try:
+        yield dev
+    finally:
+        run(["losetup", "-d", dev])
+
+
+@contextlib.contextmanager
+def mounted(dev: str, mnt: Path) -> Iterator[Path]:
+    mnt.mkdir(exist_ok=True)
+    r = run(["mount", dev, str(mnt)])
+    assert r.returncode == 0, r.stderr
+    try:
+        yield mnt
+    finally:
+        r = run(["umount", str(mnt)])
+        assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("fs", ["ext4", "xfs"])
+def test_userspace_attach_mkfs_mount_and_reattach_elsewhere(rig: Rig, tmp_path: Path, fs: str) -> None:
+    need("losetup", f"mkfs.{fs}", "mount", "fusermount3")
+    t = rig.add_target(f"attach-{fs}")
+    lun = rig.add_lun(t, 1, size=512 * MIB)  # xfs wants at least 300 MiB
+    payload = os.urandom(3 * MIB + 123)
+
+    with attached(rig, lun, IQN_A, rig.vip, tmp_path) as export, loop_device(export) as dev:
+        r = run(["mkfs." + fs, "-q", dev], timeout=120)
+        assert r.returncode == 0, r.stderr
+        with mounted(dev, tmp_path / "mnt") as mnt:
+            (mnt / "data.bin").write_bytes(payload)
+            os.sync()
+
+    assert os.stat(lun.path).st_blocks * 512 < lun.size, "the LUN file stays thin"
+    # node B attaches the same LUN through a chunk of its own and finds the data intact
+    with attached(rig, lun, IQN_B, rig.chunk(3), tmp_path) as export, loop_device(export) as dev:
+        blkid = run(["blkid", "-o", "value", "-s", "TYPE", dev])
+        assert blkid.stdout.strip() == fs
+        with mounted(dev, tmp_path / "mnt2") as mnt:
+            assert (mnt / "data.bin").read_bytes() == payload
+
+
+def test_failover_with_io_running(rig: Rig, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Stop the chunk that serves a live attachment: libiscsi reconnects through the VIP."""
+    t = rig.add_target("failover")
+    lun = rig.add_lun(t, 1, size=64 * MIB)
+    block = 64 * 1024
+    done: list[tuple[int, float]] = []
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def writer(path: Path) -> None:
+        fd = os.open(path, os.O_RDWR)
+        try:
+            i = 0
+            while not stop.is_set() and (i + 1) * block <= lun.size:
+                os.pwrite(fd, i.to_bytes(8, "big") * (block // 8), i * block)
+                os.fdatasync(fd)
+                done.append((i, time.monotonic()))
+                i += 1
+        except BaseException as e:  # surfaced in the main thread
+            errors.append(e)
+        finally:
+            os.close(fd)
+
+    with attached(rig, lun, IQN_A, rig.vip, tmp_path) as export:
+        th = threading.Thread(target=writer, args=(export,))
+        th.start()
+        try:
+            while len(done) < 50 and th.is_alive():
+                time.sleep(0.01)
+            serving = rig.serving_chunk()
+            before = len(done)
+            t_stop = time.monotonic()
+            rig.plane.stop_chunk(serving)
+            deadline = time.monotonic() + 60
+            while len(done) < before + 50 and th.is_alive() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            stop.set()
+            th.join(timeout=60)
+        assert not errors, errors
+        after = [ts for _, ts in done[before:]]
+        assert len(after) >= 50, "I/O did not resume after the chunk stopped"
+        now_serving = rig.serving_chunk()
+        assert now_serving != serving
+        pause = max(b - a for a, b in zip([t_stop, *after], after))
+        with capsys.disabled():
+            print(f"\nfailover: chunk {serving} -> chunk {now_serving}, longest I/O pause {pause * 1000:.1f} ms")
+    rig.plane.start_chunk(serving)
+
+    with open(lun.path, "rb") as f:
+        for i, _ in done:
+            f.seek(i * block)
+            assert f.read(block) == i.to_bytes(8, "big") * (block // 8), f"block {i} lost across the failover"
