@@ -65,6 +65,13 @@ class Cluster:
             self.zl.api_url, self.zl.username, self.zl.password, ca_path=self.zl.ca_path, poll_interval=0.1
         )
 
+    def remove_targets(self) -> None:
+        """Delete the (by now empty) targets the driver made, so the shared zbs-lite stays clean."""
+        client = self.client()
+        for t in client.targets.list({"name_starts_with": f"{self.prefix}"}):
+            if not client.luns.list({"iscsi_target": {"id": t["id"]}}):
+                client.targets.delete(t["id"])
+
     def our_luns(self) -> list[dict]:
         return self.client().luns.list({"iscsi_target": {"name_starts_with": f"{self.prefix}-"}})
 
@@ -77,3 +84,4 @@ def cluster(zbs_lite: ZbsLiteProcess, tmp_path: Path) -> Iterator[Cluster]:
         yield c
     finally:
         c.stop()
+        c.remove_targets()

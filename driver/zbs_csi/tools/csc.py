@@ -42,6 +42,17 @@ def _kv(items: list[str] | None) -> dict[str, str]:
     return out
 
 
+def _context_file(path: str | None) -> dict[str, str]:
+    if not path:
+        return {}
+    with open(path, encoding="utf-8") as fh:
+        data = json.load(fh)
+    data = data.get("publish_context", data) if isinstance(data, dict) else data
+    if not isinstance(data, dict):
+        raise SystemExit("the publish context file must hold a JSON object")
+    return {str(k): str(v) for k, v in data.items()}
+
+
 def _secrets(path: str | None) -> dict[str, str]:
     if not path:
         return {}
@@ -55,6 +66,7 @@ def _secrets(path: str | None) -> dict[str, str]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="csc", description="call a CSI driver over its unix socket")
     p.add_argument("--endpoint", required=True, help="unix:///path/to/csi.sock")
+    p.add_argument("--node-endpoint", help="the node plugin's socket when it is not --endpoint (expand)")
     p.add_argument("--timeout", type=float, default=300.0)
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -95,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("volume_id")
     sp.add_argument("--staging-path", required=True)
     sp.add_argument("--publish-context", action="append", help="key=value from controller-publish")
+    sp.add_argument("--publish-context-file", help="the JSON controller-publish printed (or just its map)")
     sp.add_argument("--secrets-file")
     with_cap(sp)
     sp = cmd("node-unstage")
@@ -199,7 +212,7 @@ def run(args: argparse.Namespace) -> Any:
             csi.NodeStageVolumeRequest(
                 volume_id=args.volume_id,
                 staging_target_path=args.staging_path,
-                publish_context=_kv(args.publish_context),
+                publish_context={**_context_file(args.publish_context_file), **_kv(args.publish_context)},
                 volume_capability=capability(args.access_type, args.fs_type, args.access_mode, args.mount_flag),
                 secrets=_secrets(args.secrets_file),
             ),
@@ -248,6 +261,8 @@ def run(args: argparse.Namespace) -> Any:
         )
         out = {"controller": MessageToDict(resp)}
         if args.volume_path:
+            if args.node_endpoint:
+                node = csi_grpc.NodeStub(grpc.insecure_channel(args.node_endpoint))
             nresp = node.NodeExpandVolume(
                 csi.NodeExpandVolumeRequest(volume_id=args.volume_id, volume_path=args.volume_path, capacity_range=rng),
                 timeout=t,
