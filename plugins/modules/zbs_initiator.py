@@ -140,7 +140,7 @@ chap_targets:
   sample: [db]
 """
 
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
 from ansible_collections.smartx.zbs.plugins.module_utils.zbs_ansible import (
     fail_field,
@@ -150,6 +150,7 @@ from ansible_collections.smartx.zbs.plugins.module_utils.zbs_ansible import (
     zbs_module,
 )
 from ansible_collections.smartx.zbs.plugins.module_utils.zbs_validate import (
+    ALLOW_ALL,
     format_allowed_initiators,
     parse_allowed_initiators,
     validate_chap_name,
@@ -226,6 +227,23 @@ def _chap_entry(entries: List[Dict[str, Any]], iqn: str) -> Optional[Dict[str, A
         if str(entry.get("initiator_iqn", "")).lower() == iqn:
             return entry
     return None
+
+
+def whitelist_warnings(iqn: str, luns: Iterable[Dict[str, Any]], targets: List[Dict[str, Any]]) -> List[str]:
+    """Granted LUNs the initiator still cannot see because their target's iqn_whitelist keeps it out."""
+    by_id = {t["id"]: t for t in targets}
+    out = []
+    for lun in luns:
+        target = by_id.get((lun.get("iscsi_target") or {}).get("id")) or {}
+        whitelist = target.get("iqn_whitelist")
+        if whitelist is None or whitelist.strip() == ALLOW_ALL:
+            continue
+        if iqn not in {w.strip().lower() for w in whitelist.split(",")}:
+            out.append(
+                f"LUN {lun.get('name')!r} is granted, but the iqn_whitelist of target {target.get('name')!r} does not "
+                f"admit {iqn}, so the initiator cannot log in to it; add it with smartx.zbs.zbs_target"
+            )
+    return out
 
 
 def _keep(entry: Dict[str, Any], target: str) -> Dict[str, Any]:
@@ -323,6 +341,8 @@ def apply(module: Any) -> Dict[str, Any]:
 
     chap_updates: Dict[str, List[Dict[str, Any]]] = {}
     targets = client.targets.list()
+    for warning in whitelist_warnings(iqn, wanted.values(), targets):
+        module.warn(warning)
     chap_target_ids = {(lun.get("iscsi_target") or {}).get("id") for lun in wanted.values()}
     before_holders = sorted(t["name"] for t in targets if _chap_entry(t.get("initiator_chaps") or [], iqn))
     if p["chap"] is None and not absent:

@@ -93,3 +93,12 @@ def test_refuses_to_rewrite_a_chap_list_whose_secrets_the_api_hides(fake, run_mo
     out = run_module(zbs_initiator, {"iqn": NODE1, "state": "absent"})
     assert out["failed"] and "does not return the CHAP secret" in out["msg"]
     assert len(fake.target("db")["initiator_chaps"]) == 2
+
+
+def test_warns_when_the_target_whitelist_keeps_the_initiator_out(fake, run_module):
+    _setup(fake)
+    fake.target("db")["iqn_whitelist"] = NODE2
+    out = run_module(zbs_initiator, {"iqn": NODE1, "luns": [{"target": "db", "name": "data"}]})
+    assert out["changed"] is True
+    # ansible-core 2.19 reports warnings as structured summaries; older versions as strings
+    assert any("iqn_whitelist" in str(w) and "'db'" in str(w) for w in out["warnings"])
