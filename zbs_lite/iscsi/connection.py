@@ -351,11 +351,12 @@ class Connection:
                 if not declared_mrdsl:
                     answers.append(("MaxRecvDataSegmentLength", str(self.params.target_mrdsl)))
                 self.tsih = self.portal.new_tsih()
+                self._register_session()  # visible in get-iscsi-connections once the initiator is in
             await self._login_respond(pdu, csg, nsg if do_transit else csg, do_transit, answers)
             if do_transit:
                 stage = nsg
                 if nsg == STAGE_FULL_FEATURE:
-                    self._enter_full_feature()
+                    self.full_feature = True  # digests apply from the first PDU after the login
                     return True
 
     def _login_identity(self, keys: dict[str, str]) -> str | None:
@@ -432,8 +433,7 @@ class Connection:
         with contextlib.suppress(ConnectionError, OSError):
             await self._login_respond(pdu, 0, 0, False, [], status=status)
 
-    def _enter_full_feature(self) -> None:
-        self.full_feature = True
+    def _register_session(self) -> None:
         if self.discovery:
             log.info("%r: discovery session open", self)
             return

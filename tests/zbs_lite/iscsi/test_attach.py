@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import IQN_A, IQN_B, MIB, Rig, need, run
+from iscsi_rig import IQN_A, IQN_B, MIB, Rig, need, run
 
 from zbs_lite.catalog import LunView
 

@@ -7,8 +7,8 @@ import struct
 from collections.abc import Callable
 
 import pytest
-from conftest import IQN_A, IQN_B, Rig
 from initiator import Initiator
+from iscsi_rig import IQN_A, IQN_B, Rig
 
 
 def _closed_by_target(sock: socket.socket) -> bool:

@@ -7,8 +7,8 @@ import re
 import struct
 
 import pytest
-from conftest import IQN_A, IQN_B, MIB, Rig, need, run
 from initiator import Initiator, LoginError
+from iscsi_rig import IQN_A, IQN_B, MIB, Rig, need, run
 
 from zbs_lite.catalog import InitiatorChap
 from zbs_lite.iscsi.scsi import naa_id
@@ -128,25 +128,13 @@ def test_capacity_and_resize(rig: Rig) -> None:
 def test_pattern_via_vip_read_back_via_another_chunk(rig: Rig) -> None:
     need("qemu-io")
     t = rig.add_target("data")
-    lun = rig.add_lun(t, 1, size=64 * MIB)
-    r = run(["qemu-io", "-f", "raw", "-c", "write -P 0xa5 4M 8M", "-c", "write -P 0x3c 20M 1M", rig.url(lun)])
-    assert r.returncode == 0 and "wrote 8388608/8388608" in r.stdout, r.stdout + r.stderr
+    lun = rig.add_lun(t, 1, size=64 * MIB, allowed_initiators=f"{IQN_A},{IQN_B}")
+    out = rig.qemu_io(lun, "write -P 0xa5 4M 8M", "write -P 0x3c 20M 1M", initiator=IQN_A)
+    assert "wrote 8388608/8388608" in out
     for n in (1, 2, 3):
-        r = run(
-            [
-                "qemu-io",
-                "-f",
-                "raw",
-                "-c",
-                "read -P 0xa5 4M 8M",
-                "-c",
-                "read -P 0x3c 20M 1M",
-                "-c",
-                "read -P 0 0 4M",
-                rig.url(lun, rig.chunk(n), IQN_B),
-            ]
+        rig.qemu_io(
+            lun, "read -P 0xa5 4M 8M", "read -P 0x3c 20M 1M", "read -P 0 0 4M", portal=rig.chunk(n), initiator=IQN_B
         )
-        assert r.returncode == 0 and "Pattern verification failed" not in r.stdout, r.stdout + r.stderr
     with open(lun.path, "rb") as f:
         data = f.read()
     assert data[4 * MIB : 12 * MIB] == b"\xa5" * (8 * MIB)
