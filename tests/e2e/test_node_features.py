@@ -217,3 +217,31 @@ def test_probe_fails_when_the_zbs_api_is_unreachable(cluster: Cluster, tmp_path:
         raise AssertionError("a node plugin started with a malformed IQN")
     except RuntimeError as exc:
         assert "not a valid initiator IQN" in str(exc)
+
+
+def test_a_stage_whose_attachment_died_is_staged_again(cluster: Cluster, tmp_path: Path) -> None:
+    """What a node reboot leaves: a stage record whose daemon, loop device and mounts are gone."""
+    import signal
+    import subprocess
+
+    c = cluster
+    cap = mount_cap("ext4")
+    vid = _create(c, "pvc-reboot", cap)
+    ctx = _publish(c, vid, NODE_A, cap)
+    stage = tmp_path / "stage"
+    _stage(c.a, vid, stage, ctx, cap)
+    (stage / "kept").write_text("across the reboot")
+    os.sync()
+    c.a.kill()
+    record = json.loads((c.a.state_dir / "volumes" / f"{vid}.json").read_text())
+    os.kill(record["attach"]["pid"], signal.SIGKILL)
+    subprocess.run(["umount", "--lazy", str(stage)], check=True, timeout=30)
+    subprocess.run(["losetup", "--detach", record["attach"]["loop"]], check=False, timeout=30)
+    c.a.start()
+    _stage(c.a, vid, stage, ctx, cap)
+    assert (stage / "kept").read_text() == "across the reboot"
+    stats = c.a.node.NodeGetVolumeStats(csi.NodeGetVolumeStatsRequest(volume_id=vid, volume_path=str(stage)))
+    assert not stats.volume_condition.abnormal
+    _teardown(c, c.a, NODE_A, vid, stage, None)
+    c.ctrl.controller.DeleteVolume(csi.DeleteVolumeRequest(volume_id=vid))
+    assert host_leftovers([c.a.state_dir], tmp_path) == []

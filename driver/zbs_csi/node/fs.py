@@ -80,8 +80,8 @@ class Filesystems:
                 self.runner.run(["umount", path], timeout=60, check=False)
                 raise
 
-    def umount(self, path: str) -> None:
-        self.runner.run(["umount", path], timeout=120)
+    def umount(self, path: str, lazy: bool = False) -> None:
+        self.runner.run(["umount", "--lazy", path] if lazy else ["umount", path], timeout=120)
 
     def grow(self, device: str, mount_path: str, fs_type: str) -> None:
         if fs_type == "ext4":

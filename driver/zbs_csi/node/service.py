@@ -118,9 +118,18 @@ class NodeService:
                 )
                 if not same:
                     raise already_exists(f"volume {volume_id} is already staged at {rec.staging_path} differently")
-                return csi.NodeStageVolumeResponse()
+                problem = self._condition(rec)
+                if problem is None:
+                    return csi.NodeStageVolumeResponse()
+                # Recorded but broken (a host reboot, a killed daemon): stage it afresh.
+                log.warning("restaging an unhealthy volume: %s", problem)
             if rec is not None:
-                self._undo_stage(rec)
+                try:
+                    self._undo_stage(rec)
+                except (ConnectorError, CommandError, FsError) as exc:
+                    raise CsiError(
+                        grpc.StatusCode.UNAVAILABLE, f"cleaning up {volume_id} before staging: {exc}"
+                    ) from exc
             if len(self.store.all()) >= self.cfg.max_volumes_per_node:
                 raise exhausted(f"this node already has {self.cfg.max_volumes_per_node} volumes staged")
             Path(staging).mkdir(parents=True, exist_ok=True)
@@ -173,7 +182,12 @@ class NodeService:
 
     def _undo_stage(self, rec: StageRecord) -> None:
         if find_mount(rec.staging_path) is not None and rec.access_type == "mount":
-            self.fs.umount(rec.staging_path)
+            try:
+                self.fs.umount(rec.staging_path)
+            except CommandError:
+                if self._condition(rec) is None:
+                    raise  # a healthy volume that is busy: never detach under a live mount
+                self.fs.umount(rec.staging_path, lazy=True)  # its device is gone: let the mount go
         if rec.attach:
             target = self._target_of(rec)
             others = [

@@ -180,7 +180,8 @@ class UserspaceConnector:
 
     def detach(self, target: AttachTarget, data: dict[str, Any], still_staged: list[AttachTarget]) -> None:
         disk = data.get("disk", "")
-        loops = set(self._loops_for(disk)) if disk and Path(disk).exists() else set()
+        # No stat of ``disk`` here: a FUSE export whose daemon died answers ENOTCONN.
+        loops = set(self._loops_for(disk)) if disk else set()
         if data.get("loop"):
             loops.add(data["loop"])
         for loop in sorted(loops):
