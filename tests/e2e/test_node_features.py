@@ -245,3 +245,36 @@ def test_a_stage_whose_attachment_died_is_staged_again(cluster: Cluster, tmp_pat
     _teardown(c, c.a, NODE_A, vid, stage, None)
     c.ctrl.controller.DeleteVolume(csi.DeleteVolumeRequest(volume_id=vid))
     assert host_leftovers([c.a.state_dir], tmp_path) == []
+
+
+def test_io_survives_the_loss_of_the_chunk_serving_the_session(cluster: Cluster, tmp_path: Path) -> None:
+    """A chunk server dies: the session reconnects through the VIP to a live chunk, I/O resumes."""
+    import hashlib
+
+    c = cluster
+    cap = mount_cap("xfs")
+    vid = _create(c, "pvc-chunk-loss", cap)
+    ctx = _publish(c, vid, NODE_A, cap)
+    stage = tmp_path / "stage"
+    _stage(c.a, vid, stage, ctx, cap)
+    busy = [ch["n"] for ch in c.zl.status()["data_plane"]["chunks"] if ch["sessions"]]
+    assert busy, "the staged volume has a session on some chunk"
+    first = os.urandom(1 << 20)
+    (stage / "before").write_bytes(first)
+    os.sync()
+    for n in busy:
+        c.zl.chunk_stop(n)
+    try:
+        data = os.urandom(4 << 20)
+        with open(stage / "after", "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())  # blocks until the initiator is back on a live chunk
+    finally:
+        for n in busy:
+            c.zl.chunk_start(n)
+    assert hashlib.sha256((stage / "after").read_bytes()).digest() == hashlib.sha256(data).digest()
+    assert (stage / "before").read_bytes() == first
+    _teardown(c, c.a, NODE_A, vid, stage, None)
+    c.ctrl.controller.DeleteVolume(csi.DeleteVolumeRequest(volume_id=vid))
+    assert host_leftovers([c.a.state_dir], tmp_path) == []
