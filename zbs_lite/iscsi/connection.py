@@ -452,7 +452,22 @@ class Connection:
         except Exception:
             log.exception("%r: catalog.connection_opened failed", self)
         self._refresh()
-        log.info("%r: session open on %s, LUNs visible: %s", self, self.target.iqn, sorted(self.visible))
+        p = self.params
+        log.info(
+            "%r: session open on %s, LUNs visible: %s; digests header=%s data=%s, ImmediateData=%s InitialR2T=%s,"
+            " bursts %d/%d, MaxRecvDataSegmentLength initiator %d target %d",
+            self,
+            self.target.iqn,
+            sorted(self.visible),
+            "CRC32C" if p.header_digest else "None",
+            "CRC32C" if p.data_digest else "None",
+            p.immediate_data,
+            p.initial_r2t,
+            p.first_burst,
+            p.max_burst,
+            p.initiator_mrdsl,
+            p.target_mrdsl,
+        )
 
     # ---------------------------------------------------------------- full feature phase
     async def _full_feature(self) -> None:
