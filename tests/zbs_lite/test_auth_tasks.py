@@ -15,7 +15,7 @@ from zbs_lite.testing import ZbsLiteProcess
 
 @pytest.fixture(scope="module")
 def slow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZbsLiteProcess]:
-    with ZbsLiteProcess(tmp_path_factory.mktemp("slow"), token_ttl=2, task_delay=0.5, http_port=0) as zl:
+    with ZbsLiteProcess(tmp_path_factory.mktemp("slow"), token_ttl=2, task_delay=1.0, http_port=0) as zl:
         yield zl
 
 
