@@ -53,7 +53,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
     server_version = "zbs-lite"
     sys_version = ""
-    timeout = 300
+    timeout = 120  # idle keep-alive connections are closed after this
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)

@@ -15,6 +15,7 @@ import pytest
 
 from zbs_lite.api import Api, Settings
 from zbs_lite.db import Database
+from zbs_lite.errors import ApiError
 from zbs_lite.model import LUN, SNAPSHOT, TARGET, TASK, Resource
 from zbs_lite.storage import Pool
 
@@ -84,3 +85,22 @@ def test_paging_through_everything_walks_the_primary_key(api: Api) -> None:
     assert len(first) == 100
     text = plan(api, LUN, {"after": first[-1]["id"]})
     assert "SEARCH luns USING INDEX sqlite_autoindex_luns_1 (id>?)" in text and "TEMP B-TREE" not in text, text
+
+
+def test_a_cluster_holds_at_most_4096_targets(tmp_path: Path) -> None:
+    pool = Pool(tmp_path, "dir")
+    pool.open()
+    db = Database(tmp_path / "meta.db")
+    api = Api(db, pool, Settings(username="a", password="b", task_delay=3600))
+    for start in range(0, 4096, 1000):
+        api.create_targets(
+            [{"name": f"n{i}", "cluster_id": api.cluster_id, "replica_num": 2, "thin_provision": True}
+             for i in range(start, min(start + 1000, 4096))]
+        )  # fmt: skip
+    with pytest.raises(ApiError) as err:
+        api.create_targets(
+            [{"name": "one-more", "cluster_id": api.cluster_id, "replica_num": 2, "thin_provision": True}]
+        )
+    assert err.value.status == 400 and "4096" in err.value.message
+    assert api._count(TARGET, {})["aggregate"]["count"] == 4096
+    db.close()
