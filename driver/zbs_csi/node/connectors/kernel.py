@@ -14,7 +14,7 @@ follows what the hardened anchors learned (Trident, gobrick), as csi.md lists it
 - expansion: rescan every path, resize the multipath map, then check the device size.
 
 The kernel initiator cannot run on the CI machines (no iscsi_tcp module): tests drive this
-connector with a recording runner and a fake sysfs/dev tree (tests/driver/test_kernel_connector.py).
+connector with a recording runner and a fake sysfs/dev tree (tests/driver/test_csi_kernel_connector.py).
 """
 
 from __future__ import annotations

@@ -6,8 +6,7 @@ import secrets
 from pathlib import Path
 
 import grpc
-from conftest import NODE_A, Cluster
-from csi_harness import DriverProcess, GiB, block_cap, code_of, host_leftovers, mount_cap
+from csi_harness import NODE_A, Cluster, DriverProcess, GiB, block_cap, code_of, host_leftovers, mount_cap
 from zbs_csi.proto import csi_pb2 as csi
 
 OK = grpc.StatusCode.OK

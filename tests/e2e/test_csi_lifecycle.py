@@ -14,8 +14,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import NODE_A, NODE_B, Cluster
-from csi_harness import GiB, host_leftovers, mount_cap
+from csi_harness import NODE_A, NODE_B, Cluster, GiB, host_leftovers, mount_cap
 from zbs_csi.proto import csi_pb2 as csi
 
 

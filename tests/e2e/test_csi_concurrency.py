@@ -7,8 +7,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import NODE_A, Cluster
-from csi_harness import DriverProcess, GiB, host_leftovers, mount_cap
+from csi_harness import NODE_A, Cluster, DriverProcess, GiB, host_leftovers, mount_cap
 from zbs_csi.proto import csi_pb2 as csi
 
 

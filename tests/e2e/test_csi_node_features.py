@@ -8,8 +8,19 @@ import os
 from pathlib import Path
 
 import grpc
-from conftest import NODE_A, NODE_B, Cluster
-from csi_harness import DriverProcess, GiB, Mode, block_cap, clean_env, code_of, host_leftovers, mount_cap
+from csi_harness import (
+    NODE_A,
+    NODE_B,
+    Cluster,
+    DriverProcess,
+    GiB,
+    Mode,
+    block_cap,
+    clean_env,
+    code_of,
+    host_leftovers,
+    mount_cap,
+)
 from zbs_csi.proto import csi_pb2 as csi
 
 

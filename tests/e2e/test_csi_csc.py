@@ -8,8 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from conftest import NODE_A, Cluster
-from csi_harness import DriverProcess, host_leftovers
+from csi_harness import NODE_A, Cluster, DriverProcess, host_leftovers
 
 
 def csc(plugin: DriverProcess, *args: str, ok: bool = True, node: DriverProcess | None = None) -> Any:
