@@ -80,6 +80,7 @@ def build(cfg: Config) -> Any:
         if not is_iqn(cfg.node_id):
             raise ValueError(f"node id {cfg.node_id!r} is not a valid initiator IQN; set --node-id")
         runner = HostRunner(default_timeout=cfg.command_timeout, strategy=cfg.host_exec, host_root=cfg.host_root)
+        check_iqn_is_ours(cfg, runner)
         connector = make_connector(cfg, runner)
         node = NodeService(cfg, runner, connector)
 
@@ -93,6 +94,29 @@ def build(cfg: Config) -> Any:
         return [problem for p in probes for problem in p()]
 
     return Driver(cfg, controller=controller, node=node, probe=probe)
+
+
+def check_iqn_is_ours(cfg: Config, runner: Any) -> None:
+    """Refuse a node IQN that ZBS sees logged in from another host (when the API is reachable)."""
+    if not (cfg.zbs_host and cfg.zbs_username and (cfg.zbs_password or cfg.zbs_password_file)):
+        log.info("no ZBS API configured for the node: skipping the duplicate-IQN check")
+        return
+    from .node.identity import foreign_sessions, parse_ip_addr
+    from .node.runner import CommandError
+    from .zbs import make_client, zerr
+
+    try:
+        connections = make_client(cfg).connections.list()
+        local = parse_ip_addr(runner.run(["ip", "-o", "addr", "show"], timeout=30).stdout)
+    except (zerr.ZbsError, CommandError) as exc:
+        log.warning("duplicate-IQN check skipped: %s", exc)
+        return
+    foreign = foreign_sessions(connections, cfg.node_id, local)
+    if foreign:
+        raise ValueError(
+            f"initiator IQN {cfg.node_id} is in use by another host ({', '.join(foreign)}): "
+            "give every node a unique /etc/iscsi/initiatorname.iscsi"
+        )
 
 
 def lock_state_dir(state_dir: str, node_id: str) -> Any:

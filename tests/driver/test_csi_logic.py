@@ -209,3 +209,24 @@ def test_runner_uses_a_fixed_environment_and_masks_secrets(monkeypatch: pytest.M
         Runner().run(["no-such-binary-zbs"])
     assert exc.value.rc == 127
     assert HostRunner(strategy="none").run(["true"], host=True).argv == ["true"]
+
+
+IP_ADDR = """1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever preferred_lft forever
+1: lo    inet6 ::1/128 scope host \\       valid_lft forever preferred_lft forever
+4: eth0    inet 192.0.2.2/24 brd 192.0.2.255 scope global eth0\\       valid_lft forever preferred_lft forever
+"""
+
+
+def test_an_iqn_logged_in_from_another_host_is_a_duplicate() -> None:
+    from zbs_csi.node.identity import foreign_sessions, parse_ip_addr
+
+    local = parse_ip_addr(IP_ADDR)
+    me = "iqn.2026-01.com.example:node-1"
+    conns = [
+        {"initiator_iqn": me, "initiator_ip": "127.0.5.9"},  # loopback: all of 127/8 is this host
+        {"initiator_iqn": me, "initiator_ip": "192.0.2.2"},
+        {"initiator_iqn": "iqn.2026-01.com.example:node-2", "initiator_ip": "192.0.2.3"},
+    ]
+    assert foreign_sessions(conns, me, local) == []
+    conns.append({"initiator_iqn": me.upper(), "initiator_ip": "192.0.2.3"})  # same subnet, another host
+    assert foreign_sessions(conns, me, local) == ["192.0.2.3"]
