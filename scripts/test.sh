@@ -70,7 +70,24 @@ stage_units() {
   in_collection_copy ansible-test units --local --python 3.11 --requirements --color no
 }
 
-stage_pytest() { run_pytest -p no:cacheprovider; }
+# One pytest process per test root: each root has its own conftest and helper modules, and
+# same-named test files in two roots must not collide.
+PYTEST_ROOTS=(tests/zbs_lite tests/zbs_lite/iscsi tests/client tests/driver tests/e2e tests/roles)
+stage_pytest() {
+  local rc=0 root
+  local -a summary=()
+  for root in "${PYTEST_ROOTS[@]}"; do
+    [ -d "$root" ] || continue
+    local -a ignore=()
+    for other in "${PYTEST_ROOTS[@]}"; do
+      [ "$other" != "$root" ] && [ "${other#"$root"/}" != "$other" ] && ignore+=("--ignore=$other")
+    done
+    printf '\n--- pytest %s\n' "$root"
+    if run_pytest -p no:cacheprovider "${ignore[@]}" "$root"; then summary+=("PASS $root"); else summary+=("FAIL $root"); rc=1; fi
+  done
+  printf '\n--- pytest roots\n'; printf '  %s\n' "${summary[@]}"
+  return $rc
+}
 
 # ansible-test integration passes only a fixed set of environment variables to the targets,
 # so the running zbs-lite is handed to them as variables in integration_config.yml
