@@ -62,6 +62,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 QUEUE_DEPTH = 128
+CORK_LIMIT = 64 * 1024
 LOGIN_TIMEOUT = 30.0
 LOGIN_MAX_DATA = 8192
 MAX_LOGIN_TEXT = 65536
@@ -141,6 +142,8 @@ class Connection:
         self._sizes: dict[str, int] = {}
         self.pending_ua: dict[int, tuple[int, int]] = {}
         self.closed = False
+        self._out: list[Buf] = []
+        self._flush_scheduled = False
 
     def __repr__(self) -> str:
         return f"<iscsi conn {self.peer_ip}:{self.peer_port} {self.initiator or '-'} on {self.portal.name}>"
@@ -179,6 +182,7 @@ class Connection:
             transport.abort()
 
     async def _close(self) -> None:
+        self._flush()  # a last login reject, redirect or logout response still goes out
         self.closed = True
         for t in list(self.tasks.values()):
             t.cancel()
@@ -230,10 +234,32 @@ class Connection:
         return out
 
     async def _send(self, bufs: list[Buf]) -> None:
+        """Queue PDUs for the socket.
+
+        Small responses completed in the same loop iteration leave in one send() (at queue
+        depth 32 that saves most of the syscalls); big ones go straight out with backpressure.
+        Order is kept either way: the queue is flushed before a big write.
+        """
         if self.closed:
             raise ConnectionResetError("connection closed")
+        size = sum(len(b) for b in bufs)
+        if size < CORK_LIMIT:
+            self._out.extend(bufs)
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush)
+            if self.writer.transport.get_write_buffer_size() > CORK_LIMIT:
+                await self.writer.drain()
+            return
+        self._flush()
         self.writer.writelines(bufs)
         await self.writer.drain()
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._out and not self.closed:
+            self.writer.writelines(self._out)
+        self._out = []
 
     def _max_cmd_sn(self) -> int:
         return (self.exp_cmd_sn + QUEUE_DEPTH - 1 - self.inflight) & 0xFFFFFFFF
