@@ -1,7 +1,8 @@
 """The data plane's view of the metadata (``zbs_lite.catalog.Catalog``) over the SQLite store.
 
-Views are rebuilt lazily: a commit only marks the cache stale and bumps the generation, so
-a burst of mutations costs one rebuild, done by the first data-plane read after it.
+Views are rebuilt lazily: a commit only bumps the generation; the first data-plane read
+after it re-reads what it asks for (all targets, or one target's LUNs), so a burst of
+mutations costs one small indexed query, never a rebuild of every LUN.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ class DbCatalog:
         self._built = 0
         self._targets: list[TargetView] = []
         self._by_iqn: dict[str, TargetView] = {}
-        self._luns: dict[str, list[LunView]] = {}
+        self._luns: dict[str, tuple[int, list[LunView]]] = {}
         self._chunk_ips: dict[int, str] = {}
         self._conn_queue: queue.Queue[tuple[str, Any]] = queue.Queue()
         threading.Thread(target=self._connection_writer, name="connections", daemon=True).start()
@@ -46,16 +47,14 @@ class DbCatalog:
     def generation(self) -> int:
         return self._generation
 
-    def _refresh(self) -> None:
+    def _refresh_targets(self) -> None:
+        """Targets are few (<= 4096) and small: re-read them all when anything changed."""
         with self._lock:
             if self._built == self._generation:
                 return
             gen = self._generation
             with self._db.read() as conn:
                 trows = conn.execute("SELECT * FROM targets WHERE entity_async_status IS NOT 'CREATING'").fetchall()
-                lrows = conn.execute(
-                    "SELECT * FROM luns WHERE entity_async_status IS NOT 'CREATING' ORDER BY target_id, lun_id"
-                ).fetchall()
             targets = [
                 TargetView(
                     id=r["id"],
@@ -70,37 +69,48 @@ class DbCatalog:
                 )
                 for r in trows
             ]
-            luns: dict[str, list[LunView]] = {}
-            for r in lrows:
-                luns.setdefault(r["target_id"], []).append(
-                    LunView(
-                        id=r["id"],
-                        local_id=r["local_id"],
-                        name=r["name"],
-                        lun_id=r["lun_id"],
-                        target_id=r["target_id"],
-                        size=r["file_size"],
-                        path=str(self._pool.lun_path(r["local_id"])),
-                        allowed_initiators=r["allowed_initiators"],
-                        thin_provision=bool(r["thin_provision"]),
-                    )
-                )
             self._targets = targets
             self._by_iqn = {t.iqn: t for t in targets}
-            self._luns = luns
             self._built = gen
 
     def targets(self) -> list[TargetView]:
-        self._refresh()
+        self._refresh_targets()
         return list(self._targets)
 
     def target_by_iqn(self, iqn: str) -> TargetView | None:
-        self._refresh()
+        self._refresh_targets()
         return self._by_iqn.get(iqn)
 
     def luns(self, target_id: str) -> list[LunView]:
-        self._refresh()
-        return list(self._luns.get(target_id, ()))
+        """One target's LUNs (<= 255, one indexed query), re-read only when asked after a change,
+        so a commit never costs a rebuild of every LUN on the data plane's thread."""
+        gen = self._generation
+        cached = self._luns.get(target_id)
+        if cached is not None and cached[0] == gen:
+            return list(cached[1])
+        with self._db.read() as conn:
+            rows = conn.execute(
+                "SELECT id, local_id, name, lun_id, target_id, file_size, allowed_initiators, thin_provision"
+                " FROM luns WHERE target_id = ? AND entity_async_status IS NOT 'CREATING' ORDER BY lun_id",
+                (target_id,),
+            ).fetchall()
+        views = [
+            LunView(
+                id=r[0],
+                local_id=r[1],
+                name=r[2],
+                lun_id=r[3],
+                target_id=r[4],
+                size=r[5],
+                path=str(self._pool.lun_path(r[1])),
+                allowed_initiators=r[6],
+                thin_provision=bool(r[7]),
+            )
+            for r in rows
+        ]
+        with self._lock:
+            self._luns[target_id] = (gen, views)
+        return list(views)
 
     def connection_opened(self, conn: ConnectionInfo) -> None:
         """Queued, so an iSCSI login never waits for a long API transaction."""
