@@ -289,3 +289,39 @@ def test_io_survives_the_loss_of_the_chunk_serving_the_session(cluster: Cluster,
     _teardown(c, c.a, NODE_A, vid, stage, None)
     c.ctrl.controller.DeleteVolume(csi.DeleteVolumeRequest(volume_id=vid))
     assert host_leftovers([c.a.state_dir], tmp_path) == []
+
+
+def test_max_volumes_per_node(cluster: Cluster, tmp_path: Path) -> None:
+    c = cluster
+    small = DriverProcess(
+        tmp_path, "node", dict(c.env, ZBS_CSI_MAX_VOLUMES_PER_NODE="1"), node_id=NODE_A, name="small"
+    ).start()
+    try:
+        assert small.node.NodeGetInfo(csi.NodeGetInfoRequest()).max_volumes_per_node == 1
+        cap = block_cap()
+        vids = [_create(c, f"pvc-max-{i}", cap) for i in range(2)]
+        ctxs = [_publish(c, v, NODE_A, cap) for v in vids]
+        _stage(small, vids[0], tmp_path / "s0", ctxs[0], cap)
+        assert (
+            code_of(
+                small.node.NodeStageVolume,
+                csi.NodeStageVolumeRequest(
+                    volume_id=vids[1],
+                    staging_target_path=str(tmp_path / "s1"),
+                    publish_context=ctxs[1],
+                    volume_capability=cap,
+                ),
+            )
+            == grpc.StatusCode.RESOURCE_EXHAUSTED
+        )
+        small.node.NodeUnstageVolume(
+            csi.NodeUnstageVolumeRequest(volume_id=vids[0], staging_target_path=str(tmp_path / "s0"))
+        )
+        for v in vids:
+            c.ctrl.controller.ControllerUnpublishVolume(
+                csi.ControllerUnpublishVolumeRequest(volume_id=v, node_id=NODE_A)
+            )
+            c.ctrl.controller.DeleteVolume(csi.DeleteVolumeRequest(volume_id=v))
+    finally:
+        small.stop()
+    assert host_leftovers([small.state_dir], tmp_path) == []
