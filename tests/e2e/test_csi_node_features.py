@@ -325,3 +325,29 @@ def test_max_volumes_per_node(cluster: Cluster, tmp_path: Path) -> None:
     finally:
         small.stop()
     assert host_leftovers([small.state_dir], tmp_path) == []
+
+
+def test_qos_from_the_storage_class_and_modify_volume(cluster: Cluster) -> None:
+    c = cluster
+    vid = c.ctrl.controller.CreateVolume(
+        csi.CreateVolumeRequest(
+            name="pvc-qos",
+            volume_capabilities=[mount_cap()],
+            parameters={"iops": "1000", "throughput": str(50 << 20)},
+        )
+    ).volume.volume_id
+    lun = c.client().luns.get(local_id=vid)
+    assert (lun["iops"], lun["bps"]) == (1000, 50 << 20)
+    c.ctrl.controller.ControllerModifyVolume(
+        csi.ControllerModifyVolumeRequest(volume_id=vid, mutable_parameters={"iops": "2500"})
+    )
+    lun = c.client().luns.get(local_id=vid)
+    assert (lun["iops"], lun["bps"]) == (2500, 50 << 20)
+    assert (
+        code_of(
+            c.ctrl.controller.ControllerModifyVolume,
+            csi.ControllerModifyVolumeRequest(volume_id=vid, mutable_parameters={"stripeNum": "2"}),
+        )
+        == grpc.StatusCode.INVALID_ARGUMENT
+    )
+    c.ctrl.controller.DeleteVolume(csi.DeleteVolumeRequest(volume_id=vid))
