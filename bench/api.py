@@ -4,7 +4,9 @@ Prints, all measured in this one run against one fresh zbs-lite:
   * API round trips per client operation (from the client's own call counter),
   * p50/p99 latency of get-LUN-by-name and of create-LUN (task wait included),
   * get-by-name p50 at 2,000 LUNs over p50 at 100 LUNs (indexes: should stay near 1),
-  * a filtered get-iscsi-luns (one LUN by name) over listing all 2,000 (should be far below 1).
+  * a filtered get-iscsi-luns (one LUN by name) over listing all 2,000 (should be far below 1),
+  * with --storage (root, mkfs.xfs): snapshot+clone of a LUN holding 256 MiB of data on an
+    XFS reflink pool over the same on a plain-directory pool (copies).
 
 Run: .venv/bin/python bench/api.py [--luns 2000] [--targets 10] [--task-delay 0.05]
 """
@@ -12,6 +14,7 @@ Run: .venv/bin/python bench/api.py [--luns 2000] [--targets 10] [--task-delay 0.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -65,6 +68,7 @@ def main() -> int:
     ap.add_argument("--targets", type=int, default=10)
     ap.add_argument("--task-delay", type=float, default=0.05)
     ap.add_argument("--samples", type=int, default=200)
+    ap.add_argument("--storage", action="store_true", help="also compare reflink and copy pools")
     args = ap.parse_args()
     if args.luns > 255 * args.targets:
         ap.error("at most 255 LUNs per target")
@@ -140,7 +144,47 @@ def main() -> int:
     ratio = statistics.median(one) / statistics.median(everything)
     print(f"  filtered get-iscsi-luns / list all {args.luns}:     {ratio:.4f}")
     print(f"  create p50 / task delay ({args.task_delay}s):              {pct(create, 50) / args.task_delay:.2f}")
+    if args.storage:
+        storage()
     return 0
+
+
+def snapshot_and_clone(pool: str, data_mib: int = 256) -> float:
+    """Seconds for snapshot + clone of a LUN with ``data_mib`` MiB written, on one pool kind."""
+    with (
+        tempfile.TemporaryDirectory(prefix="zbs-lite-bench-") as tmp,
+        ZbsLiteProcess(tmp, pool=pool, pool_size="4G", task_delay=0) as zl,
+    ):
+        env = zl.env
+        client = ZbsClient(
+            env["ZBS_HOST"], env["ZBS_USERNAME"], env["ZBS_PASSWORD"], ca_path=env["ZBS_CA_PATH"], poll_interval=0.01
+        )
+        t = client.targets.create("store", replica_num=2)
+        lun = client.luns.create("data", t["id"], "1GiB", replica_num=2)
+        with open(zl.pool_path / "luns" / lun["local_id"], "r+b") as fh:
+            chunk = os.urandom(1 << 20)
+            for _ in range(data_mib):
+                fh.write(chunk)
+            os.fsync(fh.fileno())
+        t0 = time.perf_counter()
+        snap = client.snapshots.create(lun["id"], t["id"], "s")
+        client.luns.clone_from_snapshot(snap["id"], t["id"], "c")
+        took = time.perf_counter() - t0
+        client.close()
+        return took
+
+
+def storage() -> None:
+    from zbs_lite.storage import xfs_possible
+
+    if not xfs_possible():
+        print("\nstorage: skipped (XFS pool needs root, mkfs.xfs and loop devices)")
+        return
+    copy, reflink = snapshot_and_clone("dir"), snapshot_and_clone("xfs")
+    print("\nsnapshot + clone of a LUN with 256 MiB written (task wait included)")
+    print(f"  dir pool (copies)      {copy * 1000:8.1f} ms")
+    print(f"  xfs pool (reflink)     {reflink * 1000:8.1f} ms")
+    print(f"  reflink / copy:        {reflink / copy:.3f}")
 
 
 if __name__ == "__main__":
