@@ -226,6 +226,8 @@ def _print_status(data_dir: Path, *, as_json: bool) -> dict[str, Any]:
         f"  cluster:    {st['cluster']}",
         f"  data:       {st['data_path']} (pool {st['pool']}, copies by {st['clone_mode']})",
     ]
+    if st.get("tasks_idle") is not None:
+        lines.append(f"  tasks:      {'idle' if st['tasks_idle'] else 'running'} (task delay {st['task_delay']}s)")
     if st.get("data_plane"):
         lines.append(f"  VIP portal: {st['vip']}")
         for c in st.get("chunks", []):

@@ -11,6 +11,7 @@ import logging
 import socket
 import ssl
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -60,6 +61,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, payload: Any) -> None:
         data = json.dumps(payload, separators=(",", ":")).encode()
+        started = getattr(self, "_started", None)
+        if started is not None and log.isEnabledFor(logging.DEBUG):
+            took = (time.perf_counter() - started) * 1000
+            log.debug("%s %s -> %d (%d bytes, %.1f ms)", self.address_string(), self.path, status, len(data), took)
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -86,6 +91,7 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length else b""
 
     def do_POST(self) -> None:
+        self._started = time.perf_counter()
         path = self.path.split("?", 1)[0]
         raw = self._drain()
         if raw is None:
