@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Build (once) the local Debian image the molecule scenarios run in. No container registry
 # is reachable here, so the image is bootstrapped from the Debian mirror with debootstrap
-# and imported into podman. The tag carries a hash of this script: changing the package
-# list rebuilds it, an unchanged script reuses the cached image (a second run takes ~1 s).
+# and imported into podman. The tag carries a hash of the package list and recipe: changing
+# them rebuilds it, else the cached image is reused (a second run takes ~1 s).
 #   scripts/build-image.sh            print the image name, building it if missing
 #   scripts/build-image.sh --force    rebuild
 set -euo pipefail
@@ -15,9 +15,11 @@ MIRROR="${ZBS_IMAGE_MIRROR:-http://deb.debian.org/debian}"
 # installs, pre-baked so converge does not depend on the mirror.
 PACKAGES=(
   python3 python3-apt systemd systemd-sysv dbus udev kmod iproute2 procps ca-certificates
-  open-iscsi multipath-tools xfsprogs e2fsprogs sg3-utils
+  open-iscsi multipath-tools xfsprogs e2fsprogs sg3-utils sudo
 )
-hash="$( { cat "${BASH_SOURCE[0]}"; echo "$SUITE"; } | sha256sum | cut -c1-12)"
+# Bump RECIPE when the build steps below change; the tag then changes and the image is rebuilt.
+RECIPE=1
+hash="$(printf '%s\n' "$RECIPE" "$SUITE" "${PACKAGES[@]}" | sha256sum | cut -c1-12)"
 IMAGE="localhost/smartx-zbs-node:${SUITE}-${hash}"
 log() { printf '[build-image] %s\n' "$*" >&2; }
 
@@ -41,4 +43,7 @@ rm -f "$work/root/etc/iscsi/initiatorname.iscsi" # cloned images must not share 
 rm -rf "$work/root/var/cache/apt/archives/"*.deb "$work/root/var/lib/apt/lists/"*
 log "importing $IMAGE"
 tar -C "$work/root" -c . | podman import --change 'CMD ["/sbin/init"]' --change 'STOPSIGNAL SIGRTMIN+3' - "$IMAGE" >/dev/null
+# Drop images an older version of this script built.
+podman images --format '{{.Repository}}:{{.Tag}}' | grep -F "localhost/smartx-zbs-node:${SUITE}-" | grep -vxF "$IMAGE" |
+  while read -r old; do podman rmi "$old" >/dev/null 2>&1 || true; done
 echo "$IMAGE"

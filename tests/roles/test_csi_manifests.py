@@ -113,8 +113,9 @@ def test_node_pod_has_exactly_the_privileges_it_needs(rendered) -> None:
     assert {"/dev", "/sys", "/host", "/var/lib/zbs-csi", "/csi"} <= set(mounts)
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["socket-dir"]["hostPath"]["path"] == "/var/lib/kubelet/plugins/zbs.csi.smartx.com"
-    iface = "zbs-access" if topology == "separated" else "default"
-    assert f"--iscsi-iface={iface}" in plugin["args"]
+    assert "--mode=node" in plugin["args"]
+    env = {e["name"]: e for e in plugin["env"]}
+    assert env["ZBS_ISCSI_PORTAL"]["valueFrom"]["secretKeyRef"]["key"] == "iscsi-portal"
     (ns,) = _objects(_load(out), "Namespace")
     assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
 
@@ -177,6 +178,17 @@ def test_unknown_storage_class_parameter_is_refused(playbook_runner: PlaybookRun
     )
     assert proc.returncode != 0
     assert "replicaton" in proc.stdout
+    assert not list(tmp_path.glob("*.yaml"))
+
+
+def test_separated_topology_needs_the_access_portal(playbook_runner: PlaybookRunner, tmp_path: Path) -> None:
+    proc = playbook_runner.run(
+        PLAYBOOK,
+        {"zbs_csi_render_only": True, "zbs_csi_render_dir": str(tmp_path), "zbs_csi_topology": "separated"},
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert "zbs_csi_iscsi_portal" in proc.stdout
     assert not list(tmp_path.glob("*.yaml"))
 
 

@@ -1,0 +1,43 @@
+# Stages of the roles and playbooks part (sourced by scripts/test.sh).
+
+# molecule: the roles in podman containers built from a local debootstrap image (no registry
+# is reachable); the image is cached in podman's store, keyed by scripts/build-image.sh.
+stage_molecule() {
+  export CONTAINERS_CONF="$ROOT/extensions/molecule/containers.conf"
+  local image
+  image="$("$ROOT/scripts/build-image.sh")" || return 1
+  export ZBS_MOLECULE_IMAGE="$image"
+  local rc=0 scenario
+  # extensions/molecule/<scenario> (collection-wide) and roles/<role>/molecule/<scenario>
+  for scenario in "$ROOT"/extensions/molecule/*/molecule.yml "$ROOT"/roles/*/molecule/*/molecule.yml; do
+    [ -f "$scenario" ] || continue
+    local base; base="$(dirname "$(dirname "$(dirname "$scenario")")")"
+    local name; name="$(basename "$(dirname "$scenario")")"
+    echo "--- molecule test: ${base#"$ROOT"/} / $name"
+    (cd "$base" && molecule test -s "$name") || rc=1
+  done
+  return $rc
+}
+
+# quickstart: the README's main job end to end, then again (it must converge with no
+# changes), then torn down.
+stage_quickstart() {
+  local out; out="$(mktemp -d /tmp/zbs-quickstart.XXXXXX)"
+  export ZBS_QUICKSTART_DIR="$out/state" ZBS_QUICKSTART_OUT="$out/out"
+  local rc=0
+  "$ROOT/scripts/quickstart.sh" >"$out/first.log" 2>&1 || { tail -60 "$out/first.log"; rc=1; }
+  if [ $rc -eq 0 ]; then
+    grep -A12 '"msg": \[' "$out/first.log" || true
+    "$ROOT/scripts/quickstart.sh" >"$out/second.log" 2>&1 || { tail -60 "$out/second.log"; rc=1; }
+    if [ $rc -eq 0 ] && ! grep -Eq '^localhost +: ok=[0-9]+ +changed=0 +unreachable=0 +failed=0' "$out/second.log"; then
+      echo "quickstart: the second run reported changes:"; grep -B2 -A8 'changed:' "$out/second.log" | head -60
+      grep -A2 'PLAY RECAP' "$out/second.log"; rc=1
+    fi
+  fi
+  "$ROOT/scripts/quickstart.sh" --purge >"$out/down.log" 2>&1 || { tail -30 "$out/down.log"; rc=1; }
+  unset ZBS_QUICKSTART_DIR ZBS_QUICKSTART_OUT
+  if grep -q " $out/" /proc/mounts; then echo "quickstart: mounts left under $out"; rc=1; else rm -rf "$out"; fi
+  return $rc
+}
+
+ALL_STAGES+=(molecule quickstart)
