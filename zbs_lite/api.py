@@ -163,6 +163,7 @@ class Api:
         self.s = settings
         self.tokens = Tokens(settings.token_ttl)
         self.runner = TaskRunner(self)
+        self.sync_connections: Callable[[], None] | None = None
         self._seq_lock = threading.Lock()
         self.cluster_id = self._ensure_cluster()
         with db.read() as conn:
@@ -267,6 +268,8 @@ class Api:
     }
 
     def _get(self, res: Resource, body: Any) -> list[dict[str, Any]]:
+        if res is CONNECTION and self.sync_connections is not None:
+            self.sync_connections()  # sessions reported before this call are visible to it
         with self.db.read() as conn:
             sql, params = self.select_sql(conn, res, body)
             rows = conn.execute(sql, params).fetchall()
@@ -311,6 +314,8 @@ class Api:
         return sql, params
 
     def _count(self, res: Resource, body: Any) -> dict[str, Any]:
+        if res is CONNECTION and self.sync_connections is not None:
+            self.sync_connections()
         if body is None:
             body = {}
         q = parse_query(res, {"where": body.get("where")} if isinstance(body, dict) else body)

@@ -181,6 +181,7 @@ class Service:
         self.api.runner.submit(pending, 0)
         self.catalog = DbCatalog(self.db, self.pool, self.api.cluster_id)
         self.catalog.clear_connections()
+        self.api.sync_connections = self.catalog.flush_connections
         self.catalog.set_chunk_ips({i + 1: ip for i, ip in enumerate(chunk_ips)})
         vip = split_hostport(opts.vip, "--vip")
         chunks = [(ip, opts.chunk_port) for ip in chunk_ips]

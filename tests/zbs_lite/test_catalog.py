@@ -77,8 +77,8 @@ def test_connections_registry_backs_get_iscsi_connections(plane: tuple[Api, DbCa
     t = api.create_targets([{"name": "conn", "cluster_id": api.cluster_id, "replica_num": 2, "thin_provision": True}])
     tid = t[0]["data"]["id"]
     info = ConnectionInfo("s1", tid, "iqn.2020-01.io.test:n1", "127.0.0.5", 40000, 1)
+    api.sync_connections = cat.flush_connections
     cat.connection_opened(info)
-    cat.flush_connections()
     rows = api._get(CONNECTION, {"where": {"iscsi_target": {"id": tid}}})
     assert len(rows) == 1
     row = rows[0]
@@ -86,5 +86,4 @@ def test_connections_registry_backs_get_iscsi_connections(plane: tuple[Api, DbCa
     assert row["iscsi_target"] == {"id": tid, "name": "conn"} and row["type"] == "ISCSI" and row["tr_type"] == "TCP"
     assert row["host"]["management_ip"] == "127.0.9.1"
     cat.connection_closed("s1")
-    cat.flush_connections()
     assert api._get(CONNECTION, {}) == []
