@@ -4,7 +4,8 @@ Runs one playbook that manages N LUNs (default 200) in one target with smartx.zb
 twice, against a zbs-lite started here: the first run creates everything, the second must
 change nothing. Prints the ratio second/first (side by side, same machine, same run) and the
 API calls per task of the no-change run, counted by a small proxy in front of zbs-lite's
-plain-HTTP port (goal: the login plus one read per object).
+plain-HTTP port (goal: the login plus one read per object). A third run of as many
+``ansible.builtin.ping`` tasks gives the floor - what Ansible itself costs per module run.
 
     .venv/bin/python bench/modules.py [--luns 200]
 """
@@ -31,6 +32,10 @@ sys.path.insert(0, str(ROOT))
 
 from zbs_lite.testing import ZbsLiteProcess  # noqa: E402
 
+# The ansible-playbook of the venv running this script, even when the venv is not activated.
+_VENV_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
+ANSIBLE_PLAYBOOK = str(_VENV_PLAYBOOK) if _VENV_PLAYBOOK.exists() else "ansible-playbook"
+
 PLAYBOOK = """\
 - name: Manage {n} LUNs
   hosts: localhost
@@ -52,6 +57,18 @@ PLAYBOOK = """\
         size: 16MiB
         allowed_initiators: [iqn.2004-10.com.example:bench1, iqn.2004-10.com.example:bench2]
       loop: "{{{{ range({n}) | list }}}}"
+"""
+
+
+# The floor: the same number of module runs doing nothing (Ansible's own cost per task).
+BASELINE = """\
+- name: Run {n} no-op modules
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: One ping per LUN
+      ansible.builtin.ping:
+      loop: "{{{{ range({n} + 1) | list }}}}"
 """
 
 
@@ -94,7 +111,7 @@ def run_playbook(playbook: Path, extra_vars: Path) -> tuple[float, str]:
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".cache" / "collections"), ANSIBLE_NOCOLOR="1")
     started = time.perf_counter()
     proc = subprocess.run(
-        ["ansible-playbook", str(playbook), "-e", f"@{extra_vars}"],
+        [ANSIBLE_PLAYBOOK, str(playbook), "-e", f"@{extra_vars}"],
         env=env,
         capture_output=True,
         text=True,
@@ -142,6 +159,9 @@ def main() -> None:
         second, recap2 = run_playbook(playbook, extra)
         calls = dict(proxy.counts)
         proxy.shutdown()
+        baseline_play = Path(tmp) / "ping.yml"
+        baseline_play.write_text(BASELINE.format(n=args.luns))
+        baseline, _ = run_playbook(baseline_play, extra)
 
     total = sum(calls.values())
     reads = total - calls.get("login", 0)
@@ -153,7 +173,9 @@ def main() -> None:
     print(f"no-change API calls by operation:   {json.dumps(calls, sort_keys=True)}")
     per_login, per_read = calls.get("login", 0) / tasks, reads / tasks
     print(f"API calls per task, no-change run:  {total / tasks:.2f} (login {per_login:.2f}, reads {per_read:.2f})")
+    print(f"same number of ansible.builtin.ping: {baseline:.1f} s (Ansible's own cost per module run)")
     print(f"ratio second/first run time:        {second / first:.2f}")
+    print(f"ratio no-change run / ping run:      {second / baseline:.2f}")
 
 
 if __name__ == "__main__":
