@@ -103,6 +103,8 @@ options:
   from_snapshot:
     description:
       - Create the LUN as a clone of a snapshot. Only used when the LUN does not exist yet.
+      - The clone gets the next free LUN number and its source's provisioning, so O(lun_id) cannot be given and
+        O(thin_provision) must match the source.
     type: dict
     suboptions:
       name:
@@ -119,6 +121,7 @@ options:
   copy_from:
     description:
       - Create the LUN as a full copy of another LUN. Only used when the LUN does not exist yet.
+      - As with O(from_snapshot), O(lun_id) cannot be given and O(thin_provision) must match the source.
     type: dict
     suboptions:
       lun:
@@ -404,6 +407,18 @@ def _create(module: Any, client: Any, target_name: str, name: str, want: Dict[st
         src_spec = p["copy_from"]
         src_lun = _source_lun(client, src_spec["target"] or target_name, src_spec["lun"], "copy_from", obj)
         src_size = src_lun.get("assigned_size")
+    # A clone or copy gets the next free LUN number and its source's provisioning; asking for others would
+    # only fail on the next run as an immutable-field change, so refuse now.
+    source = "from_snapshot" if p["from_snapshot"] is not None else "copy_from"
+    if want["lun_id"] is not None:
+        fail_field("lun_id", f"cannot be chosen for a LUN made with {source}", "create-iscsi-lun", obj)
+    if want["thin_provision"] is not None and want["thin_provision"] != src_lun.get("thin_provision"):
+        fail_field(
+            "thin_provision",
+            f"a LUN made with {source} keeps its source's thin_provision ({src_lun.get('thin_provision')})",
+            "create-iscsi-lun",
+            obj,
+        )
     planned: Dict[str, Any] = {
         "name": name,
         "assigned_size": src_size,

@@ -189,3 +189,13 @@ def test_wrong_password_is_an_auth_failure_without_the_password(fake, run_module
     assert out["failed"] is True
     assert out["status"] == 401
     assert "wrong-pass-123" not in str(out)
+
+
+def test_clone_refuses_a_lun_id_or_provisioning_it_cannot_have(fake, run_module):
+    fake.add_target("app")
+    fake.add_lun("app", "data", thin_provision=True)
+    out = run_module(zbs_lun, {"target": "app", "name": "c", "copy_from": {"lun": "data"}, "lun_id": 9})
+    assert out["failed"] and out["field"] == "lun_id"
+    out = run_module(zbs_lun, {"target": "app", "name": "c", "copy_from": {"lun": "data"}, "thin_provision": False})
+    assert out["failed"] and out["field"] == "thin_provision"
+    assert fake.lun("app", "c") is None
