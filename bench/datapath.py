@@ -2,7 +2,8 @@
 
     sudo .venv/bin/python bench/datapath.py [--size-mib 1024] [--runtime 8] [--json OUT]
 
-Each target serves the same kind of backing file (a preallocated file in one temp dir) and
+Each target serves the same kind of backing file (a preallocated file on one XFS loop mount,
+the file system of zbs-lite's pool; `--fs host` uses /var/tmp as it is) and
 is attached the way the CSI driver's `userspace` connector does it: qemu-storage-daemon
 (libiscsi) -> FUSE file -> loop device (direct I/O); fio then runs on the loop device with
 O_DIRECT. The raw file is fio on the backing file itself. Printed: MiB/s or IOPS per target
@@ -88,7 +89,7 @@ def zbs_lite_target(path: Path, size: int, net: str) -> Iterator[tuple[str, str]
 def tgt_target(path: Path, net: str) -> Iterator[tuple[str, str]]:
     host = f"{net}.50"
     port = free_port(host)
-    ctl = str(random.randint(2000, 60000))
+    ctl = str(random.randint(100, 9999))  # tgtadm rejects bigger control ports
     iqn = "iqn.2001-04.org.debian:bench"
     proc = subprocess.Popen(
         ["tgtd", "-f", "-C", ctl, "--iscsi", f"portal={host}:{port}"],
@@ -154,6 +155,24 @@ def userspace_attach(portal: str, iqn: str, size: int, workdir: Path) -> Iterato
         sh(["fusermount3", "-u", str(export)], check=False)
 
 
+@contextlib.contextmanager
+def backing_dir(tmp: Path, fs: str, size: int) -> Iterator[Path]:
+    """The directory for the backing files: an XFS loop mount (zbs-lite's pool format) or tmp."""
+    if fs == "host":
+        yield tmp
+        return
+    img, mnt = tmp / "pool.img", tmp / "pool"
+    with open(img, "wb") as f:
+        f.truncate(size)
+    sh(["mkfs.xfs", "-q", str(img)])
+    mnt.mkdir()
+    sh(["mount", "-o", "loop", str(img), str(mnt)])
+    try:
+        yield mnt
+    finally:
+        sh(["umount", str(mnt)], check=False)
+
+
 def fio(target: str, rw: str, bs: str, depth: int, runtime: int, size: int) -> dict[str, float]:
     r = sh(
         [
@@ -185,6 +204,12 @@ def main() -> int:
     ap.add_argument("--runtime", type=int, default=8, help="seconds per fio job")
     ap.add_argument("--json", help="also write the results here")
     ap.add_argument("--jobs", nargs="*", default=[j[0] for j in JOBS], help="subset of the fio jobs")
+    ap.add_argument(
+        "--fs",
+        choices=["xfs", "host"],
+        default="xfs",
+        help="where the backing files live: an XFS loop mount like zbs-lite's pool (default), or /var/tmp as is",
+    )
     ap.add_argument("--targets", nargs="*", default=["zbs-lite", "tgt", "raw"], help="subset of the targets")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -194,8 +219,10 @@ def main() -> int:
     size = args.size_mib << 20
     net = f"127.{random.randint(2, 250)}.{random.randint(2, 250)}"
     results: dict[str, dict[str, float]] = {}
-    with tempfile.TemporaryDirectory(prefix="zbs-bench-", dir="/var/tmp") as tmp:
-        work = Path(tmp)
+    with (
+        tempfile.TemporaryDirectory(prefix="zbs-bench-", dir="/var/tmp") as tmp,
+        backing_dir(Path(tmp), args.fs, 3 * size + (256 << 20)) as work,
+    ):
         jobs = [j for j in JOBS if j[0] in args.jobs]
 
         def run_jobs(target: str) -> dict[str, float]:

@@ -104,7 +104,7 @@ class WriteState:
     """Data-Out collection for one WRITE-like command."""
 
     edtl: int
-    buffer: bytearray
+    buffer: bytearray | bytes  # bytes only when the command carried all its data immediately
     received: int = 0
     next_offset: int = 0
     outstanding: int = 0
@@ -233,27 +233,33 @@ class Connection:
                 out.append(crc32c(data).to_bytes(4, "little"))
         return out
 
-    async def _send(self, bufs: list[Buf]) -> None:
-        """Queue PDUs for the socket.
+    def _emit(self, bufs: list[Buf]) -> None:
+        """Hand PDUs to the socket without waiting.
 
         Small responses completed in the same loop iteration leave in one send() (at queue
-        depth 32 that saves most of the syscalls); big ones go straight out with backpressure.
+        depth 32 that saves most of the syscalls); big ones go straight to the transport.
         Order is kept either way: the queue is flushed before a big write.
         """
         if self.closed:
             raise ConnectionResetError("connection closed")
-        size = sum(len(b) for b in bufs)
-        if size < CORK_LIMIT:
+        if sum(len(b) for b in bufs) < CORK_LIMIT:
             self._out.extend(bufs)
             if not self._flush_scheduled:
                 self._flush_scheduled = True
                 asyncio.get_running_loop().call_soon(self._flush)
-            if self.writer.transport.get_write_buffer_size() > CORK_LIMIT:
-                await self.writer.drain()
             return
         self._flush()
-        self.writer.writelines(bufs)
-        await self.writer.drain()
+        transport = self.writer.transport
+        for b in bufs:  # not writelines(): on Python < 3.12 it joins everything into one copy
+            transport.write(b)
+
+    def _backlogged(self) -> bool:
+        return self.writer.transport.get_write_buffer_size() > CORK_LIMIT
+
+    async def _send(self, bufs: list[Buf]) -> None:
+        self._emit(bufs)
+        if self._backlogged():
+            await self.writer.drain()
 
     def _flush(self) -> None:
         self._flush_scheduled = False
@@ -502,6 +508,8 @@ class Connection:
             op = pdu.opcode
             if op == OP_SCSI_CMD:
                 self._on_scsi(pdu)
+                if self._backlogged():
+                    await self.writer.drain()
             elif op == OP_DATA_OUT:
                 self._on_data_out(pdu)
             elif op == OP_NOP_OUT:
@@ -578,8 +586,12 @@ class Connection:
             raise ProtocolError("immediate data without W bit or with ImmediateData=No")
         if len(pdu.data) > edtl:
             raise ProtocolError("immediate data beyond the expected transfer length")
+        if self._try_inline(pdu, write, edtl):
+            return
         ws: WriteState | None = None
-        if write and edtl:
+        if write and edtl and len(pdu.data) == edtl:  # all of it came as immediate data: no copy
+            ws = WriteState(edtl, pdu.data, received=edtl, next_offset=edtl)
+        elif write and edtl:
             buf = bytearray(edtl)
             buf[: len(pdu.data)] = pdu.data
             # F on the command: no unsolicited Data-Out follows; otherwise it runs to FirstBurstLength
@@ -594,6 +606,35 @@ class Connection:
         self.tasks[itt] = task
         self.task_luns[itt] = decode_lun(pdu.lun_field)
 
+    def _try_inline(self, pdu: Pdu, write: bool, edtl: int) -> bool:
+        """Complete a READ/WRITE right here when the page cache serves it without blocking.
+
+        Most commands of a busy session take this path: no task, no thread, the response
+        corked with its neighbours. Anything unusual (unit attention, masking, errors, data
+        still to come, a read that would touch the disk) goes the general way.
+        """
+        op = pdu.bhs[32]
+        if op not in scsi.READS and op not in scsi.WRITES:
+            return False
+        if write and len(pdu.data) != edtl:
+            return False
+        self._refresh()
+        lun_no = decode_lun(pdu.lun_field)
+        lun = self.visible.get(lun_no)
+        if lun is None or lun_no in self.pending_ua:
+            return False
+        lf = self.portal.plane.lun_file(lun)
+        if lf is None:
+            return False
+        try:
+            result = self.portal.plane.device.try_inline(pdu.bhs[32:48], lun, lf, pdu.data if write else None)
+        finally:
+            lf.release()
+        if result is None:
+            return False
+        self._emit(self._result_pdus(pdu, result))
+        return True
+
     def _on_data_out(self, pdu: Pdu) -> None:
         ws = self.writes.get(pdu.itt)
         if ws is None:
@@ -607,6 +648,8 @@ class Connection:
             raise ProtocolError(f"Data-Out out of order: offset {offset} DataSN {data_sn}, expected {seq}")
         if offset + n > ws.edtl:
             raise ProtocolError(f"Data-Out at {offset}+{n} beyond the expected length {ws.edtl}")
+        if not isinstance(ws.buffer, bytearray):
+            raise ProtocolError("Data-Out for a command that carried all its data")
         ws.buffer[offset : offset + n] = pdu.data
         ws.received += n
         seq[0] += n
@@ -699,7 +742,7 @@ class Connection:
             return scsi.ScsiResult(data=sense[: cdb[4]])
         if lun_no in self.pending_ua and op not in scsi.UA_EXEMPT:
             return scsi.check(scsi.UNIT_ATTENTION, self.pending_ua.pop(lun_no))
-        if ws is not None:
+        if ws is not None and ws.received < ws.edtl:
             await self._collect(pdu, ws)
             self.writes.pop(pdu.itt, None)
         lf = self.portal.plane.lun_file(lun)
@@ -714,6 +757,9 @@ class Connection:
             lf.release()
 
     async def _send_result(self, pdu: Pdu, result: scsi.ScsiResult) -> None:
+        await self._send(self._result_pdus(pdu, result))
+
+    def _result_pdus(self, pdu: Pdu, result: scsi.ScsiResult) -> list[Buf]:
         edtl = pdu.u32(20)
         reading = bool(pdu.flags & 0x40)
         produced = len(result.data)
@@ -725,8 +771,7 @@ class Connection:
             elif wanted > edtl:
                 resid_flags, residual = 0x04, wanted - edtl  # overflow
         if result.status == scsi.GOOD and produced and edtl:
-            await self._send_data_in(pdu, memoryview(result.data)[:edtl], resid_flags, residual)
-            return
+            return self._data_in_pdus(pdu, memoryview(result.data)[:edtl], resid_flags, residual)
         data = struct.pack(">H", len(result.sense)) + result.sense if result.sense else b""
         hdr = build_bhs(
             OP_SCSI_RESP,
@@ -737,9 +782,9 @@ class Connection:
             itt=pdu.itt,
             words=(0, self._next_stat_sn(), self.exp_cmd_sn, self._max_cmd_sn(), 0, 0, residual),
         )
-        await self._send(self._frame(hdr, data))
+        return self._frame(hdr, data)
 
-    async def _send_data_in(self, pdu: Pdu, data: memoryview, resid_flags: int, residual: int) -> None:
+    def _data_in_pdus(self, pdu: Pdu, data: memoryview, resid_flags: int, residual: int) -> list[Buf]:
         seg = self.params.initiator_mrdsl
         total = len(data)
         bufs: list[Buf] = []
@@ -755,7 +800,7 @@ class Connection:
                 words = (RESERVED_TAG, 0, self.exp_cmd_sn, self._max_cmd_sn(), data_sn, off, 0)
             hdr = build_bhs(OP_DATA_IN, flags, b3=0, data_len=len(piece), lun=pdu.lun_field, itt=pdu.itt, words=words)
             bufs += self._frame(hdr, piece)
-        await self._send(bufs)
+        return bufs
 
     # -------- other requests
     async def _on_nop(self, pdu: Pdu) -> None:

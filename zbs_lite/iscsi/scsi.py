@@ -326,6 +326,34 @@ class ScsiDevice:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
 
+    @staticmethod
+    def try_inline(cdb: bytes, lun: LunView, lf: LunFile, data_out: bytes | None) -> ScsiResult | None:
+        """A plain READ or WRITE done synchronously if the kernel can do it without blocking.
+
+        None means "take the general path" (which also produces any error): nothing here
+        may block the event loop, so I/O uses RWF_NOWAIT and gives up on EAGAIN.
+        """
+        op = cdb[0]
+        if not _NOWAIT or (op in _PROTECT and cdb[1] & 0xE0) or op in (0x08, 0x0A):
+            return None
+        lba, n = _rw_args(cdb)
+        if n == 0 or n > MAX_XFER_BLOCKS or lba + n > lun.size >> BLOCK_SHIFT:
+            return None
+        length = n << BLOCK_SHIFT
+        try:
+            if op in READS:
+                buf = bytearray(length)
+                if os.preadv(lf.fd, [buf], lba << BLOCK_SHIFT, _NOWAIT) != length:
+                    return None
+                return ScsiResult(data=buf)
+            if op not in (0x2A, 0x8A, 0xAA) or cdb[1] & 0x08 or data_out is None or len(data_out) != length:
+                return None  # FUA, WRITE AND VERIFY, short data: general path
+            if os.pwritev(lf.fd, [data_out], lba << BLOCK_SHIFT, _NOWAIT) != length:
+                return None  # a partial write is simply redone in full by the general path
+            return ScsiResult(data_out_wanted=length)
+        except OSError:
+            return None
+
     async def _read(self, fd: int, buf: bytearray, offset: int) -> None:
         """Read into buf; inline when the page cache has it all (RWF_NOWAIT), else on a thread.
 
