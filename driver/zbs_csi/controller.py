@@ -22,6 +22,7 @@ from .errors import (
     CsiError,
     aborted,
     already_exists,
+    exhausted,
     invalid,
     not_found,
     out_of_range,
@@ -358,6 +359,7 @@ class ControllerService:
                 others = sorted(allowed.iqns) if allowed.kind == "set" else []
                 if others and not cap.multi_node:
                     raise precondition(f"volume {req.volume_id} is published to {others[0]} and is single-node")
+                self._check_attach_limit(req.node_id)
                 self._zbs(
                     f"publishing volume {req.volume_id} to {req.node_id}",
                     self.client.luns.update,
@@ -374,6 +376,24 @@ class ControllerService:
             return csi.ControllerPublishVolumeResponse(
                 publish_context={"portal": self.portal(), "targetIqn": target.iqn, "lun": str(lun["lun_id"])}
             )
+
+    def _check_attach_limit(self, node_id: str) -> None:
+        """RESOURCE_EXHAUSTED when the node already has ``max_volumes_per_node`` of our volumes."""
+        published = self._zbs(
+            f"counting the volumes of {node_id}",
+            self.client.luns.list,
+            {
+                "allowed_initiators_contains": node_id,
+                "iscsi_target": {"name_starts_with": f"{self.pool.prefix}-"},
+            },
+        )
+        mine = [
+            lun
+            for lun in published
+            if node_id in self._published(lun) and self.pool.owns((lun.get("iscsi_target") or {}).get("name", ""))
+        ]
+        if len(mine) >= self.cfg.max_volumes_per_node:
+            raise exhausted(f"node {node_id} already has {len(mine)} volumes published (max_volumes_per_node)")
 
     def _register_chap(self, target_id: str, node_id: str, chap: Any) -> None:
         """Make ``chap`` the node's credentials on the target (targets are shared, so upsert)."""

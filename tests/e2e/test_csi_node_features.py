@@ -351,3 +351,31 @@ def test_qos_from_the_storage_class_and_modify_volume(cluster: Cluster) -> None:
         == grpc.StatusCode.INVALID_ARGUMENT
     )
     c.ctrl.controller.DeleteVolume(csi.DeleteVolumeRequest(volume_id=vid))
+
+
+def test_controller_refuses_publishing_beyond_the_attach_limit(cluster: Cluster, tmp_path: Path) -> None:
+    c = cluster
+    ctrl = DriverProcess(tmp_path, "controller", dict(c.env, ZBS_CSI_MAX_VOLUMES_PER_NODE="2"), name="ctrl-max").start()
+    try:
+        cap = block_cap()
+        vids = [_create(c, f"pvc-limit-{i}", cap) for i in range(3)]
+        publish = [csi.ControllerPublishVolumeRequest(volume_id=v, node_id=NODE_A, volume_capability=cap) for v in vids]
+        assert [code_of(ctrl.controller.ControllerPublishVolume, r) for r in publish] == [
+            grpc.StatusCode.OK,
+            grpc.StatusCode.OK,
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+        ]
+        assert code_of(ctrl.controller.ControllerPublishVolume, publish[0]) == grpc.StatusCode.OK  # idempotent
+        assert (
+            code_of(
+                ctrl.controller.ControllerPublishVolume,
+                csi.ControllerPublishVolumeRequest(volume_id=vids[2], node_id=NODE_B, volume_capability=cap),
+            )
+            == grpc.StatusCode.OK
+        ), "the limit is per node"
+        for v in vids:
+            ctrl.controller.ControllerUnpublishVolume(csi.ControllerUnpublishVolumeRequest(volume_id=v))
+            ctrl.controller.DeleteVolume(csi.DeleteVolumeRequest(volume_id=v))
+    finally:
+        ctrl.stop()
+    assert c.our_luns() == []
