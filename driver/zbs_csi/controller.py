@@ -130,11 +130,13 @@ class ControllerService:
                 self._portal = vip if ":" in vip else f"{vip}:3260"
         return self._portal
 
-    def _volume(self, lun: dict[str, Any], source: csi.VolumeContentSource | None = None) -> csi.Volume:
+    def _volume(self, lun: dict[str, Any], source: csi.VolumeContentSource | None = None, fsck: str = "") -> csi.Volume:
         ctx = {
             "lunName": lun.get("name", ""),
             "targetName": (lun.get("iscsi_target") or {}).get("name", ""),
         }
+        if fsck:
+            ctx["fsck"] = fsck
         vol = csi.Volume(
             capacity_bytes=int(lun.get("assigned_size") or 0), volume_id=lun["local_id"], volume_context=ctx
         )
@@ -189,11 +191,14 @@ class ControllerService:
         with self.locks.hold(f"name:{lun_name}"):
             existing = self._find_by_name(lun_name)
             if existing is not None:
-                return csi.CreateVolumeResponse(volume=self._check_compatible(existing, required, limit, source))
+                vol = self._check_compatible(existing, required, limit, source)
+                if params.fsck:
+                    vol.volume_context["fsck"] = params.fsck
+                return csi.CreateVolumeResponse(volume=vol)
             lun = self._create(lun_name, size, params, source, required, limit)
             lun = self._settle_race(lun_name, lun)
             log.info("created volume", extra={"fields": {"volume_id": lun["local_id"], "name": req.name}})
-            return csi.CreateVolumeResponse(volume=self._volume(lun, source))
+            return csi.CreateVolumeResponse(volume=self._volume(lun, source, params.fsck))
 
     def _find_by_name(self, lun_name: str) -> dict[str, Any] | None:
         luns = self._zbs(

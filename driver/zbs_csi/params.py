@@ -28,6 +28,7 @@ class VolumeParams:
     bps: int | None = None
     stripe_num: int | None = None
     stripe_size: int | None = None
+    fsck: str = ""
 
     def lun_fields(self) -> dict[str, Any]:
         """The create-iscsi-lun fields these parameters set (striping is the target's, see TargetPool)."""
@@ -86,6 +87,10 @@ def parse_volume_params(params: dict[str, str]) -> VolumeParams:
             if value not in ("", "ext4", "xfs"):
                 raise invalid(f"parameter {key!r} must be ext4 or xfs, got {value[:40]!r}")
             out["fs_type"] = value
+        elif key == "fsck":
+            if value not in ("", "off", "preen"):
+                raise invalid(f"parameter {key!r} must be off or preen, got {value[:40]!r}")
+            out["fsck"] = "" if value == "off" else value
         elif key == "replication.n":
             out["replica_num"] = _int(key, value, 1, 3)
         elif key == "thinProvisioning":

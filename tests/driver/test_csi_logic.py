@@ -230,3 +230,21 @@ def test_an_iqn_logged_in_from_another_host_is_a_duplicate() -> None:
     assert foreign_sessions(conns, me, local) == []
     conns.append({"initiator_iqn": me.upper(), "initiator_ip": "192.0.2.3"})  # same subnet, another host
     assert foreign_sessions(conns, me, local) == ["192.0.2.3"]
+
+
+def test_fsck_preen_is_opt_in_and_stops_on_what_needs_a_person() -> None:
+    from zbs_csi.node.fs import Filesystems
+    from zbs_csi.node.runner import RecordingRunner, Result
+
+    rc = {"value": 1}
+    runner = RecordingRunner(
+        responders=[lambda argv, _: Result(argv, rc["value"], "", "fixed") if argv[0] == "e2fsck" else None]
+    )
+    fs = Filesystems(runner)
+    assert fs.preen("/dev/loop9") == ""  # 1: errors corrected
+    rc["value"] = 4
+    assert "exited 4" in fs.preen("/dev/loop9")
+    assert runner.calls[-1] == ["e2fsck", "-p", "/dev/loop9"]
+    assert parse_volume_params({"fsck": "preen"}).fsck == "preen"
+    assert parse_volume_params({"fsck": "off"}).fsck == ""
+    assert code(parse_volume_params, {"fsck": "yes"})[0] == grpc.StatusCode.INVALID_ARGUMENT

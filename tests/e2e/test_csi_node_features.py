@@ -379,3 +379,37 @@ def test_controller_refuses_publishing_beyond_the_attach_limit(cluster: Cluster,
     finally:
         ctrl.stop()
     assert c.our_luns() == []
+
+
+def test_fsck_preen_runs_only_when_the_storage_class_asks(cluster: Cluster, tmp_path: Path) -> None:
+    c = cluster
+    cap = mount_cap("ext4")
+    vols = {}
+    for name, params in (("pvc-preen", {"fsck": "preen"}), ("pvc-nopreen", {})):
+        vol = c.ctrl.controller.CreateVolume(
+            csi.CreateVolumeRequest(name=name, volume_capabilities=[cap], parameters=params)
+        ).volume
+        vols[name] = vol
+    assert vols["pvc-preen"].volume_context["fsck"] == "preen" and "fsck" not in vols["pvc-nopreen"].volume_context
+    for name, vol in vols.items():
+        ctx = _publish(c, vol.volume_id, NODE_A, cap)
+        for _ in range(2):  # the first stage formats the blank device; the second finds ext4
+            c.a.node.NodeStageVolume(
+                csi.NodeStageVolumeRequest(
+                    volume_id=vol.volume_id,
+                    staging_target_path=str(tmp_path / name),
+                    publish_context=ctx,
+                    volume_capability=cap,
+                    volume_context=vol.volume_context,
+                ),
+                timeout=300,
+            )
+            c.a.node.NodeUnstageVolume(
+                csi.NodeUnstageVolumeRequest(volume_id=vol.volume_id, staging_target_path=str(tmp_path / name))
+            )
+        c.ctrl.controller.ControllerUnpublishVolume(
+            csi.ControllerUnpublishVolumeRequest(volume_id=vol.volume_id, node_id=NODE_A)
+        )
+        c.ctrl.controller.DeleteVolume(csi.DeleteVolumeRequest(volume_id=vol.volume_id))
+    preened = [json.loads(line)["volume_id"] for line in c.a.log_tail(10**8).splitlines() if '"fsck preen"' in line]
+    assert preened == [vols["pvc-preen"].volume_id]

@@ -56,6 +56,14 @@ class Filesystems:
             raise FsError(f"unsupported filesystem {fs_type!r}")
         self.runner.run(argv, timeout=600)
 
+    def preen(self, device: str) -> str:
+        """``e2fsck -p``: fix what is safe to fix; a message when the fs needs a human."""
+        res = self.runner.run(["e2fsck", "-p", device], timeout=1800, check=False)
+        log.info("fsck preen", extra={"fields": {"device": device, "rc": res.rc}})
+        if res.rc & ~3:  # 0 clean, 1 fixed, 2 fixed (reboot advised); 4+ needs a person
+            return f"e2fsck -p exited {res.rc}: {(res.stdout + res.stderr).strip()[-300:]}"
+        return ""
+
     @staticmethod
     def mount_options(fs_type: str, flags: list[str], readonly: bool) -> list[str]:
         opts = [f for f in flags if f]

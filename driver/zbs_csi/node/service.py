@@ -150,7 +150,7 @@ class NodeService:
                 rec.device, rec.attach = att.device, att.data
                 self.store.put(rec)
                 if cap.access_type == "mount":
-                    self._format_and_mount(rec)
+                    self._format_and_mount(rec, preen=req.volume_context.get("fsck") == "preen")
             except ConnectorError as exc:
                 self._undo_stage(rec)
                 code = grpc.StatusCode.UNAVAILABLE if exc.retryable else grpc.StatusCode.FAILED_PRECONDITION
@@ -166,7 +166,7 @@ class NodeService:
             log.info("staged", extra={"fields": {"device": rec.device, "staging": staging, "fs": rec.fs_type}})
         return csi.NodeStageVolumeResponse()
 
-    def _format_and_mount(self, rec: StageRecord) -> None:
+    def _format_and_mount(self, rec: StageRecord, preen: bool = False) -> None:
         found = self.fs.probe(rec.device)
         if found.startswith("ptable:"):
             raise precondition(f"volume {rec.volume_id} holds a partition table, not a filesystem; refusing to format")
@@ -177,6 +177,11 @@ class NodeService:
             self.fs.mkfs(rec.device, rec.fs_type)
         elif found != rec.fs_type:
             raise precondition(f"volume {rec.volume_id} holds {found}, not the requested {rec.fs_type}")
+        elif preen and found == "ext4" and not rec.readonly:
+            # Opt-in (StorageClass fsck: preen). xfs is never repaired automatically.
+            problem = self.fs.preen(rec.device)
+            if problem:
+                raise precondition(f"volume {rec.volume_id}: {problem}")
         opts = self.fs.mount_options(rec.fs_type, rec.mount_flags, rec.readonly)
         self.fs.mount(rec.device, rec.staging_path, rec.fs_type, opts)
 
