@@ -110,6 +110,7 @@ class WriteState:
     outstanding: int = 0
     r2tsn: int = 0
     event: asyncio.Event = field(default_factory=asyncio.Event)
+    failed: bool = False
     # Data-Out sequences in progress: TTT (RESERVED_TAG for unsolicited data) -> [next offset, next DataSN]
     sequences: dict[int, list[int]] = field(default_factory=dict)
 
@@ -645,7 +646,13 @@ class Connection:
         if seq is None:
             raise ProtocolError(f"Data-Out for task {pdu.itt:#x} with unknown TTT {ttt:#x}")
         if offset != seq[0] or data_sn != seq[1]:
-            raise ProtocolError(f"Data-Out out of order: offset {offset} DataSN {data_sn}, expected {seq}")
+            # at ErrorRecoveryLevel 0 the command cannot be saved: fail it (ABORTED COMMAND),
+            # drop the rest of its data, keep the connection for everything else
+            log.warning("%r: task %#x: Data-Out offset %d DataSN %d, expected %s", self, pdu.itt, offset, data_sn, seq)
+            ws.failed = True
+            del self.writes[pdu.itt]
+            ws.event.set()
+            return
         if offset + n > ws.edtl:
             raise ProtocolError(f"Data-Out at {offset}+{n} beyond the expected length {ws.edtl}")
         if not isinstance(ws.buffer, bytearray):
@@ -688,8 +695,10 @@ class Connection:
                 ws.outstanding += 1
                 await self._send(self._frame(hdr))
             ws.event.clear()
-            if ws.received < ws.edtl:
+            if ws.received < ws.edtl and not ws.failed:
                 await ws.event.wait()
+            if ws.failed:
+                raise scsi.ScsiError(scsi.ABORTED_COMMAND, scsi.DATA_PHASE_ERROR)
 
     async def _run_scsi(self, pdu: Pdu, ws: WriteState | None) -> None:
         itt = pdu.itt
@@ -743,7 +752,10 @@ class Connection:
         if lun_no in self.pending_ua and op not in scsi.UA_EXEMPT:
             return scsi.check(scsi.UNIT_ATTENTION, self.pending_ua.pop(lun_no))
         if ws is not None and ws.received < ws.edtl:
-            await self._collect(pdu, ws)
+            try:
+                await self._collect(pdu, ws)
+            except scsi.ScsiError as e:
+                return scsi.check(e.key, e.asc_ascq)
             self.writes.pop(pdu.itt, None)
         lf = self.portal.plane.lun_file(lun)
         if lf is None:
