@@ -8,6 +8,7 @@ and /sys is a directory tree the test builds the way the kernel would lay it out
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 import pytest
@@ -186,3 +187,24 @@ def test_condition_reports_a_dead_session_and_a_map_without_paths(host: FakeHost
     assert "no active path" in (conn.condition(att.data) or "")
     (host.sys / "class/iscsi_session/session3/state").write_text("FAILED\n")
     assert "FAILED" in (conn.condition(att.data) or "")
+
+
+def test_a_fresh_session_without_a_scsi_target_yet_is_scanned_on_its_host(tmp_path: Path) -> None:
+    """Real sysfs: the session's device links to .../hostN/sessionM; no target dir before a scan."""
+    host = FakeHost(tmp_path)
+    session_dir = host.sys / "devices/platform/host7/session3"
+    session_dir.mkdir(parents=True)
+    link = host.sys / "class/iscsi_session/session3/device"
+    shutil.rmtree(link)
+    link.symlink_to(session_dir)
+    (host.sys / "class/scsi_host/host7").mkdir(parents=True)
+    (host.sys / "class/scsi_host/host7/scan").write_text("")
+    (host.sys / "class/scsi_device/7:0:0:2/device/block/sde").mkdir(parents=True)
+    dev = host.sys / "block/sde/device"
+    dev.mkdir(parents=True)
+    (dev / "vpd_pg80").write_bytes(vpd80(VOL.replace("-", "")))
+    conn, _ = connector(host)
+    conn.multipath = False
+    att = conn.attach(AttachTarget(VOL, PORTAL, IQN, 2), None)
+    assert (host.sys / "class/scsi_host/host7/scan").read_text() == "0 0 2"
+    assert att.device == str(host.dev / "sde") and att.data["hctl"] == "7:0:0:2"

@@ -176,14 +176,16 @@ class KernelConnector:
 
     def _scsi_address(self, session: Session) -> tuple[int, int, int]:
         """The SCSI host, channel and target id of an iSCSI session, from sysfs."""
-        base = self.sys / "class" / "iscsi_session" / f"session{session.sid}" / "device"
+        base = (self.sys / "class" / "iscsi_session" / f"session{session.sid}" / "device").resolve()
         for entry in sorted(base.glob("target*:*:*")):
             h, c, t = entry.name.removeprefix("target").split(":")
             return int(h), int(c), int(t)
-        hosts = sorted(base.parent.glob("device/../host*"))
-        if hosts:
-            return int(hosts[0].name.removeprefix("host")), 0, 0
-        raise ConnectorError(f"session {session.sid} has no SCSI target in sysfs")
+        # With node.session.scan=manual the SCSI target appears only after the first scan:
+        # the session device sits under its SCSI host (.../hostN/sessionM); iSCSI uses 0:0.
+        m = re.fullmatch(r"host(\d+)", base.parent.name)
+        if m:
+            return int(m[1]), 0, 0
+        raise ConnectorError(f"session {session.sid} has no SCSI host in sysfs")
 
     def _scan_lun(self, host: int, channel: int, scsi_target: int, lun: int) -> None:
         """Targeted rescan: only this LUN, never a wildcard scan of the host."""
