@@ -553,6 +553,13 @@ class Connection:
         await self._send(self._frame(hdr, pdu.bhs))
 
     # -------- masking and unit attention
+    def unit_attention(self, lun_id: str, asc_ascq: tuple[int, int]) -> None:
+        """Queue a UNIT ATTENTION for the LUN with this catalog id, if this session sees it."""
+        self._refresh()
+        for n, lv in self.visible.items():
+            if lv.id == lun_id:
+                self.pending_ua[n] = asc_ascq
+
     def _refresh(self) -> None:
         gen = self.catalog.generation()
         if gen == self._gen or self.target is None:
@@ -849,6 +856,8 @@ class Connection:
                 response = 2
             else:
                 await self._cancel(lambda itt: self.task_luns.get(itt) == lun_no)
+                if function == 5:  # every I_T nexus of this LU, on every chunk, learns of the reset
+                    self.portal.plane.unit_attention(self.visible[lun_no].id, scsi.LU_RESET_OCCURRED)
         elif function in (6, 7):  # TARGET WARM/COLD RESET
             await self._cancel(lambda itt: True)
         elif function == 3:  # CLEAR ACA: we never establish ACA

@@ -293,6 +293,12 @@ class DataPlane:
             self._sweep_files()
             await asyncio.sleep(self._health_interval)
 
+    def unit_attention(self, lun_id: str, asc_ascq: tuple[int, int]) -> None:
+        """Raise a UNIT ATTENTION on every session that sees the LUN (all chunks)."""
+        for portal in self.chunks:
+            for conn in list(portal.sessions.values()):
+                conn.unit_attention(lun_id, asc_ascq)
+
     def pick_chunk(self, initiator: str, target_iqn: str) -> str | None:
         n = self.ring.pick(f"{initiator.lower()}|{target_iqn}", self.alive)
         return None if n is None else self.chunks[n - 1].address

@@ -12,8 +12,8 @@ Selected: the suites for every command zbs-lite implements (SUITES). Excluded, a
   ReportSupportedOpcodes, ModeSelect, Prefetch10/16, NoMedia (removable media): commands
   zbs-lite does not implement (it answers INVALID COMMAND OPERATION CODE; libiscsi skips
   or fails those suites).
-- MultipathIO: needs a second URL for the same LUN; the pytest tests read through other
-  chunks instead.
+- MultipathIO.CompareAndWrite*: COMPARE AND WRITE is not implemented. MultipathIO.Simple
+  and .Reset run with the LUN's second path on another chunk.
 - GetLBAStatus: UnmapSingle asks for the status at LBA i+1 and expects the first
   descriptor to start at LBA i+8 (one physical block on); SBC-3 says the first descriptor
   starts at the LBA asked for, which is what zbs-lite returns. Its Simple and BeyondEol
@@ -66,6 +66,8 @@ SUITES = [
     "SCSI.Verify16",
     "SCSI.WriteVerify10",
     "SCSI.WriteVerify16",
+    "SCSI.MultipathIO.Simple",
+    "SCSI.MultipathIO.Reset",
     "iSCSI.iSCSIcmdsn",
     "iSCSI.iSCSIdatasn",
     "iSCSI.iSCSIResiduals",
@@ -97,18 +99,31 @@ def main() -> int:
         target = TargetView(id="t", name="cu", iqn="iqn.2016-02.com.smartx:system:cu")
         catalog.put_target(target)
         catalog.put_lun(LunView("l", str(uuid.uuid4()), "cu", 1, "t", 64 << 20, str(path)))
-        plane = DataPlane(catalog, (f"{net}.100", 0), [(f"{net}.1", 0)])
+        plane = DataPlane(catalog, (f"{net}.100", 0), [(f"{net}.1", 0), (f"{net}.2", 0)])
         plane.start()
         failed: list[str] = []
         totals = [0, 0]
         try:
-            portal = plane.status()["chunks"][0]["portal"]
-            url = f"iscsi://{portal}/{target.iqn}/1"
+            chunks = plane.status()["chunks"]
+            url = f"iscsi://{chunks[0]['portal']}/{target.iqn}/1"
+            second_path = f"iscsi://{chunks[1]['portal']}/{target.iqn}/1"  # for the MultipathIO suite
             print(f"{'suite':28} {'tests':>5} {'passed':>6} {'failed':>6} {'asserts':>8} {'secs':>6}")
             for suite in suites:
                 t0 = time.monotonic()
                 r = subprocess.run(
-                    ["iscsi-test-cu", "--dataloss", "-s", "-t", suite, "-i", INITIATOR, "-I", INITIATOR_2, url],
+                    [
+                        "iscsi-test-cu",
+                        "--dataloss",
+                        "-s",
+                        "-t",
+                        suite,
+                        "-i",
+                        INITIATOR,
+                        "-I",
+                        INITIATOR_2,
+                        url,
+                        *([second_path] if "Multipath" in suite else []),
+                    ],
                     capture_output=True,
                     text=True,
                     errors="replace",
