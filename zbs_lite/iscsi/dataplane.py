@@ -284,7 +284,7 @@ class DataPlane:
         while True:
             results = await asyncio.gather(*(self._probe(c) for c in self.chunks))
             for c, ok in zip(self.chunks, results):
-                if ok and c.n not in self.alive:
+                if ok and c.up and c.n not in self.alive:  # c.up: not stopped while the probe ran
                     log.info("redirector: %s is back", c.name)
                     self.alive.add(c.n)
                 elif not ok and c.n in self.alive:

@@ -230,3 +230,37 @@ def test_sessions_reported_to_the_catalog(rig: Rig) -> None:
 
         time.sleep(0.02)
     assert rig.catalog.connections == {}
+
+
+def test_health_probe_drops_a_dead_listener_and_readds_it(rig: Rig) -> None:
+    """The redirector's own probes, not stop_chunk's bookkeeping, notice a chunk that stops answering."""
+    import asyncio
+    import time
+
+    t = rig.add_target("probe")
+    rig.add_lun(t, 1)
+    plane = rig.plane
+    assert plane.loop is not None
+    portal = plane.chunks[1]
+    server = portal.server
+    assert server is not None
+    plane.loop.call_soon_threadsafe(server.close)  # the listener dies behind the plane's back
+
+    def eventually(cond, what: str) -> None:  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + 10
+        while not cond():
+            assert time.monotonic() < deadline, what
+            time.sleep(0.05)
+
+    eventually(lambda: 2 not in plane.alive, "a chunk that refuses connections stays in the ring")
+    host, port = rig.hostport(rig.vip)
+    for i in range(20):  # no initiator is sent to the dead chunk any more
+        ini = Initiator(host, port, f"iqn.2020-01.io.zbs-test:probe-{i}")
+        with pytest.raises(LoginError) as e:
+            ini.login(t.iqn)
+        ini.close()
+        assert e.value.data["TargetAddress"].rsplit(",", 1)[0] != portal.address
+    portal.server = None
+    # listen again, still behind the plane's back: only the probe can put it back in the ring
+    asyncio.run_coroutine_threadsafe(portal.start(), plane.loop).result(10)
+    eventually(lambda: 2 in plane.alive, "a chunk that is back is not re-added")
