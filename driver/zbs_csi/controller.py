@@ -38,6 +38,8 @@ from .zbs import format_allowed_initiators, map_error, parse_allowed_initiators,
 log = logging.getLogger(__name__)
 
 MAX_LUN_SIZE = 64 * 1024**4
+# A deleted volume whose snapshots live on: renamed, fenced and hidden until they are gone.
+TRASH_PREFIX = "trash-"
 GRANULE = 4096
 
 
@@ -107,6 +109,8 @@ class ControllerService:
             return None
         lun = self._zbs(f"looking up volume {volume_id}", self.client.luns.get, local_id=volume_id)
         if lun is None or not self.pool.owns((lun.get("iscsi_target") or {}).get("name", "")):
+            return None
+        if str(lun.get("name", "")).startswith(TRASH_PREFIX):
             return None
         return lun
 
@@ -323,10 +327,19 @@ class ControllerService:
             lun = self._lun(req.volume_id)
             if lun is None:
                 return csi.DeleteVolumeResponse()
-            if int(lun.get("snapshot_num") or 0) > 0:
-                snaps = self._zbs("listing snapshots", self.client.snapshots.list, {"iscsi_lun": {"id": lun["id"]}})
-                if snaps:
-                    raise precondition(f"volume {req.volume_id} still has {len(snaps)} snapshot(s); delete them first")
+            snaps = self._zbs("listing snapshots", self.client.snapshots.list, {"iscsi_lun": {"id": lun["id"]}})
+            if snaps:
+                # ZBS snapshots belong to their LUN, CSI snapshots outlive their volume: keep the
+                # LUN, fenced and out of sight, until DeleteSnapshot removes its last snapshot.
+                self._zbs(
+                    f"retiring volume {req.volume_id} (it has snapshots)",
+                    self.client.luns.update,
+                    lun["id"],
+                    name=f"{TRASH_PREFIX}{lun['local_id']}",
+                    allowed_initiators="",
+                )
+                log.info("volume retired until its %d snapshot(s) are deleted", len(snaps))
+                return csi.DeleteVolumeResponse()
             self._zbs(f"deleting volume {req.volume_id}", self.client.luns.delete, lun["id"])
             self.pool.forget((lun.get("iscsi_target") or {}).get("id", ""))
             log.info("deleted volume")
@@ -467,13 +480,18 @@ class ControllerService:
             )
         )
 
-    def _all_luns(self) -> list[dict[str, Any]]:
+    def _all_luns(self, *, retired: bool = False) -> list[dict[str, Any]]:
         luns = self._zbs(
             "listing volumes",
             self.client.luns.list,
             {"iscsi_target": {"name_starts_with": f"{self.pool.prefix}-"}},
         )
-        luns = [lun for lun in luns if self.pool.owns((lun.get("iscsi_target") or {}).get("name", ""))]
+        luns = [
+            lun
+            for lun in luns
+            if self.pool.owns((lun.get("iscsi_target") or {}).get("name", ""))
+            and (retired or not str(lun.get("name", "")).startswith(TRASH_PREFIX))
+        ]
         return sorted(luns, key=lambda lun: lun["local_id"])
 
     @staticmethod
@@ -619,7 +637,21 @@ class ControllerService:
             if snap is not None:
                 self._zbs(f"deleting snapshot {req.snapshot_id}", self.client.snapshots.delete, snap["id"])
                 log.info("deleted snapshot", extra={"fields": {"snapshot_id": req.snapshot_id}})
+                self._purge_retired((snap.get("iscsi_lun") or {}).get("id", ""))
         return csi.DeleteSnapshotResponse()
+
+    def _purge_retired(self, lun_id: str) -> None:
+        """Delete a retired volume's LUN once its last snapshot is gone."""
+        if not lun_id:
+            return
+        lun = self._zbs("reading a snapshot's volume", self.client.luns.get, id=lun_id)
+        if lun is None or not str(lun.get("name", "")).startswith(TRASH_PREFIX):
+            return
+        if self._zbs("listing snapshots", self.client.snapshots.list, {"iscsi_lun": {"id": lun_id}}):
+            return
+        self._zbs(f"deleting retired volume {lun.get('local_id')}", self.client.luns.delete, lun_id)
+        self.pool.forget((lun.get("iscsi_target") or {}).get("id", ""))
+        log.info("deleted a retired volume with its last snapshot", extra={"fields": {"lun": lun.get("local_id")}})
 
     def list_snapshots(self, req: csi.ListSnapshotsRequest) -> csi.ListSnapshotsResponse:
         if req.max_entries < 0:
@@ -641,7 +673,7 @@ class ControllerService:
         )
         start = _page(req.starting_token, len(snaps))
         end = len(snaps) if req.max_entries == 0 else min(len(snaps), start + req.max_entries)
-        luns = {lun["id"]: lun for lun in self._all_luns()} if snaps[start:end] else {}
+        luns = {lun["id"]: lun for lun in self._all_luns(retired=True)} if snaps[start:end] else {}
         entries = []
         for s in snaps[start:end]:
             src = luns.get((s.get("iscsi_lun") or {}).get("id", ""), {})

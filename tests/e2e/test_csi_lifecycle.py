@@ -2,8 +2,9 @@
 
 create -> publish -> stage -> publish -> write checksummed data -> snapshot -> restore to a
 new volume -> clone -> expand online -> fail over to node B (unpublishing node A fences it:
-A's live session can no longer read the LUN) -> checksums verified on B -> unwind -> nothing
-left: no LUN, no iSCSI session, loop device, qemu-storage-daemon, mount or state file.
+A's live session can no longer read the LUN) -> checksums verified on B -> unwind, deleting
+the volume before its snapshot -> nothing left: no LUN, no iSCSI session, loop device,
+qemu-storage-daemon, mount or state file.
 """
 
 from __future__ import annotations
@@ -197,12 +198,24 @@ def test_full_lifecycle_with_failover(cluster: Cluster, tmp_path: Path) -> None:
     # unwind everything: A's leftovers are cleaned by its node plugin (the CO retries unstage)
     a.detach(vid, "p1", controller=False)
     b.detach(vid, "p4")
+    # Kubernetes may delete a PVC while its VolumeSnapshots live on: the volume goes away for
+    # CSI at once, its LUN stays (fenced, hidden) until the last snapshot is deleted.
     for v in (vid, restored.volume_id, clone.volume_id):
-        if v == vid:
-            code = _code(c.ctrl.controller.DeleteVolume, csi.DeleteVolumeRequest(volume_id=v))
-            assert code == grpc.StatusCode.FAILED_PRECONDITION, "a volume with snapshots is not deleted"
-            c.ctrl.controller.DeleteSnapshot(csi.DeleteSnapshotRequest(snapshot_id=snap.snapshot_id), timeout=120)
         c.ctrl.controller.DeleteVolume(csi.DeleteVolumeRequest(volume_id=v), timeout=120)
+    listed = c.ctrl.controller.ListVolumes(csi.ListVolumesRequest(), timeout=60)
+    assert [e.volume.volume_id for e in listed.entries] == []
+    assert _code(c.ctrl.controller.ControllerGetVolume, csi.ControllerGetVolumeRequest(volume_id=vid)) == (
+        grpc.StatusCode.NOT_FOUND
+    )
+    retired = c.our_luns()
+    assert [(lun["local_id"], lun["allowed_initiators"]) for lun in retired] == [(vid, "")]
+    snaps = c.ctrl.controller.ListSnapshots(csi.ListSnapshotsRequest(), timeout=60).entries
+    assert [(e.snapshot.snapshot_id, e.snapshot.source_volume_id) for e in snaps] == [(snap.snapshot_id, vid)]
+    src = csi.VolumeContentSource()
+    src.snapshot.snapshot_id = snap.snapshot_id
+    late = create(c, "pvc-e2e-late-restore", GiB, src)  # restoring still works from a retired volume
+    c.ctrl.controller.DeleteVolume(csi.DeleteVolumeRequest(volume_id=late.volume_id), timeout=120)
+    c.ctrl.controller.DeleteSnapshot(csi.DeleteSnapshotRequest(snapshot_id=snap.snapshot_id), timeout=120)
     assert c.our_luns() == []
     assert c.client().snapshots.list({"iscsi_target": {"name_starts_with": f"{c.prefix}-"}}) == []
     sessions = [x for x in c.client().connections.list() if x.get("initiator_iqn") in (NODE_A, NODE_B)]
