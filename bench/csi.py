@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -149,6 +150,7 @@ def main() -> int:
             client.luns.delete(lun["id"])
         client.targets.delete(target["id"])
         driver.stop()
+    shutil.rmtree(work, ignore_errors=True)
 
     print(f"zbs-csi on zbs-lite: {args.volumes} volumes, concurrency {args.concurrency}, wall {wall:.1f}s")
     print(f"{'operation':<22}{'p50 ms':>10}{'p99 ms':>10}")
