@@ -9,6 +9,12 @@ is attached the way the CSI driver's `userspace` connector does it: qemu-storage
 O_DIRECT. The raw file is fio on the backing file itself. Printed: MiB/s or IOPS per target
 and the ratios zbs-lite/tgt and zbs-lite/raw. Needs root, /dev/fuse, loop devices, fio,
 tgtd/tgtadm and qemu-storage-daemon. Only 127.0.0.0/8 is used, on random ports.
+
+The loop devices use direct I/O so reads reach the target instead of the FUSE file's page
+cache. That is a throughput measurement only: with qemu 7.2's FUSE export, O_DIRECT I/O at
+high queue depth lands misplaced whatever serves the blocks (fio verify fails against tgt
+and against a plain-file backend too), so data correctness is tested elsewhere, on the
+buffered loop device the `userspace` connector uses (tests/zbs_lite/iscsi/test_attach.py).
 """
 
 from __future__ import annotations

@@ -166,3 +166,38 @@ def test_failover_with_io_running(rig: Rig, tmp_path: Path, capsys: pytest.Captu
         for i, _ in done:
             f.seek(i * block)
             assert f.read(block) == i.to_bytes(8, "big") * (block // 8), f"block {i} lost across the failover"
+
+
+def test_queue_depth_128_random_writes_verified_through_another_chunk(rig: Rig, tmp_path: Path) -> None:
+    """fio writes at queue depth 128 with mixed block sizes (immediate data, unsolicited data and
+    R2Ts all in play), then a second node verifies every block through another chunk.
+
+    The loop device is buffered, as the `userspace` connector sets it up: O_DIRECT into
+    qemu 7.2's FUSE export misplaces data under concurrent I/O whatever the target (checked
+    against tgt and a plain file), so that path is not what this test measures.
+    """
+    need("fio", "losetup", "fusermount3")
+    t = rig.add_target("qd128")
+    lun = rig.add_lun(t, 1, size=64 * MIB, allowed_initiators=f"{IQN_A},{IQN_B}")
+    job = [
+        "fio",
+        "--name=qd128",
+        "--rw=randwrite",
+        "--bsrange=4k-1m",
+        "--iodepth=128",
+        "--ioengine=libaio",
+        "--direct=1",
+        "--size=48M",
+        "--verify=crc32c",
+        "--randseed=20261127",
+        "--output-format=terse",
+    ]
+    with attached(rig, lun, IQN_A, rig.vip, tmp_path) as export, loop_device(export) as dev:
+        r = run([*job, f"--filename={dev}", "--do_verify=0"], timeout=300)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+        run(["blockdev", "--flushbufs", dev])
+    first = rig.plane.pick_chunk(IQN_A, t.iqn)  # where the VIP sent node A
+    other = next(rig.chunk(n) for n in (1, 2, 3) if rig.chunk(n) != first)
+    with attached(rig, lun, IQN_B, other, tmp_path) as export, loop_device(export) as dev:
+        r = run([*job, f"--filename={dev}", "--verify_only"], timeout=300)
+        assert r.returncode == 0 and "verify:" not in r.stdout + r.stderr, r.stdout[-2000:] + r.stderr[-2000:]
