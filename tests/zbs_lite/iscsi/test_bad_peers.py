@@ -144,3 +144,35 @@ def test_nothing_served_on_the_vip(rig: Rig) -> None:
     s.sendall(_scsi_read_pdu())
     assert _closed_by_target(s)
     s.close()
+
+
+def test_many_sessions_at_once_keep_their_data_apart(rig: Rig) -> None:
+    """24 sessions on three chunks write and read their own regions of one LUN at the same time."""
+    import threading
+
+    t = rig.add_target("crowd")
+    lun = rig.add_lun(t, 1)
+    errors: list[BaseException] = []
+
+    def worker(i: int) -> None:
+        try:
+            ini = Initiator(*rig.hostport(rig.chunk(1 + i % 3)), f"iqn.2020-01.io.zbs-test:crowd-{i}")
+            ini.login(t.iqn)
+            for round_ in range(10):
+                data = bytes([i, round_]) * 2048  # 4 KiB
+                assert ini.write10(1, i * 64 + round_ * 8, data).status == 0
+                assert ini.read10(1, i * 64 + round_ * 8, 8).data == data
+            ini.logout()
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(24)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=60)
+    assert not errors, errors[:3]
+    with open(lun.path, "rb") as f:
+        for i in range(24):
+            f.seek((i * 64 + 9 * 8) * 512)
+            assert f.read(4096) == bytes([i, 9]) * 2048
