@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from collections.abc import Callable
 from concurrent import futures
 from pathlib import Path
@@ -171,7 +170,6 @@ class Driver:
             csi_grpc.add_ControllerServicer_to_server(Controller(controller), self.server)
         if node is not None:
             csi_grpc.add_NodeServicer_to_server(Node(node), self.server)
-        self._stopped = threading.Event()
 
     def start(self) -> None:
         path = self.cfg.socket_path
@@ -186,7 +184,6 @@ class Driver:
     def stop(self, grace: float = 5.0) -> None:
         self.server.stop(grace).wait()
         Path(self.cfg.socket_path).unlink(missing_ok=True)
-        self._stopped.set()
 
     def wait(self) -> None:
         self.server.wait_for_termination()
