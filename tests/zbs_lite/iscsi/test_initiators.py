@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import struct
@@ -264,3 +265,33 @@ def test_health_probe_drops_a_dead_listener_and_readds_it(rig: Rig) -> None:
     # listen again, still behind the plane's back: only the probe can put it back in the ring
     asyncio.run_coroutine_threadsafe(portal.start(), plane.loop).result(10)
     eventually(lambda: 2 in plane.alive, "a chunk that is back is not re-added")
+
+
+def test_deleted_lun_disappears_and_its_file_is_let_go(rig: Rig) -> None:
+    """After the management plane drops a LUN, sessions lose it and the data plane closes the
+    file, so deleting it really frees the space."""
+    import time
+
+    t = rig.add_target("gone")
+    lun = rig.add_lun(t, 1)
+    ini = Initiator(*rig.hostport(rig.chunk(1)), IQN_A)
+    ini.login(t.iqn)
+    assert ini.write10(1, 0, b"\x77" * 4096).status == 0
+
+    def fds_on_file() -> int:
+        n = 0
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):
+                n += os.readlink(f"/proc/self/fd/{fd}") == lun.path
+        return n
+
+    assert fds_on_file() == 1, "one shared fd per LUN file"
+    rig.catalog.remove_lun(lun.id)
+    r = ini.read10(1, 0, 8)
+    assert r.status == 2 and r.asc == (0x25, 0x00)
+    assert ini.report_luns() == []
+    deadline = time.monotonic() + 10
+    while fds_on_file() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert fds_on_file() == 0, "the data plane still holds the deleted LUN's file open"
+    ini.logout()
