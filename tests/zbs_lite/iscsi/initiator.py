@@ -12,6 +12,8 @@ import socket
 import struct
 from dataclasses import dataclass
 
+from zbs_lite.iscsi.pdu import crc32c
+
 
 def _pad(n: int) -> int:
     return -n % 4
@@ -76,6 +78,7 @@ class Initiator:
         self.exp_stat_sn = 0
         self.isid = b"\x80\x12\x34\x56\x78\x9a"
         self.max_cmd_sn = 1
+        self.digests = False  # CRC32C header and data digests, once negotiated
 
     def close(self) -> None:
         self.sock.close()
@@ -99,7 +102,11 @@ class Initiator:
         dlen = int.from_bytes(bhs[5:8], "big")
         if ahs:
             self._recv_exact(ahs)
+        if self.digests and int.from_bytes(self._recv_exact(4), "little") != crc32c(bhs):
+            raise ConnectionError("bad header digest from the target")
         data = self._recv_exact(dlen + _pad(dlen))[:dlen] if dlen else b""
+        if self.digests and dlen and int.from_bytes(self._recv_exact(4), "little") != crc32c(data):
+            raise ConnectionError("bad data digest from the target")
         op = bhs[0] & 0x3F
         if op in (0x21, 0x22, 0x23, 0x24, 0x26, 0x20, 0x3F) or (op == 0x25 and bhs[1] & 0x01):
             self.exp_stat_sn = (struct.unpack_from(">I", bhs, 24)[0] + 1) & 0xFFFFFFFF
@@ -125,11 +132,21 @@ class Initiator:
         bhs[8:16] = bytes([0, lun]) + bytes(6)
         struct.pack_into(">I", bhs, 16, self.itt if itt is None else itt)
         bhs[20 : 20 + len(fields)] = fields
-        return bytes(bhs) + data + b"\0" * _pad(len(data))
+        if not self.digests:
+            return bytes(bhs) + data + b"\0" * _pad(len(data))
+        out = bytes(bhs) + crc32c(bytes(bhs)).to_bytes(4, "little")
+        if data:
+            out += data + b"\0" * _pad(len(data)) + crc32c(data).to_bytes(4, "little")
+        return out
 
     # login
     def login(
-        self, target: str | None, *, chap: tuple[str, str] | None = None, discovery: bool = False
+        self,
+        target: str | None,
+        *,
+        chap: tuple[str, str] | None = None,
+        discovery: bool = False,
+        digests: bool = False,
     ) -> dict[str, str]:
         keys = {"InitiatorName": self.iqn, "SessionType": "Discovery" if discovery else "Normal"}
         if target:
@@ -145,8 +162,8 @@ class Initiator:
             resp = hashlib.md5(bytes([ident]) + chap[1].encode() + challenge).hexdigest()
             r = self._login_step(0, 1, {"CHAP_N": chap[0], "CHAP_R": "0x" + resp}, transit=True)
         ops = {
-            "HeaderDigest": "None",
-            "DataDigest": "None",
+            "HeaderDigest": "CRC32C" if digests else "None",
+            "DataDigest": "CRC32C" if digests else "None",
             "InitialR2T": "Yes",
             "ImmediateData": "Yes",
             "MaxRecvDataSegmentLength": "262144",
@@ -154,7 +171,9 @@ class Initiator:
             "FirstBurstLength": "262144",
         }
         r = self._login_step(1, 3, ops, transit=True)
-        return parse_kv(r.data)
+        answers = parse_kv(r.data)
+        self.digests = answers.get("HeaderDigest") == "CRC32C" and answers.get("DataDigest") == "CRC32C"
+        return answers
 
     def _login_step(self, csg: int, nsg: int, keys: dict[str, str], *, transit: bool) -> Response:
         flags = (0x80 if transit else 0) | (csg << 2) | (nsg if transit else 0)
@@ -174,12 +193,16 @@ class Initiator:
         self.itt += 1
         return self.itt
 
-    def scsi(self, lun: int, cdb: bytes, *, read_len: int = 0, write: bytes = b"") -> ScsiReply:
+    def scsi(
+        self, lun: int, cdb: bytes, *, read_len: int = 0, write: bytes = b"", immediate: int | None = None
+    ) -> ScsiReply:
+        """One command; `immediate` caps the data sent with it (the target asks for the rest with R2Ts)."""
         itt = self._next_itt()
         flags = 0x80 | (0x40 if read_len else 0) | (0x20 if write else 0) | 0x01
         edtl = read_len or len(write)
         fields = struct.pack(">III", edtl, self.cmd_sn, self.exp_stat_sn) + cdb.ljust(16, b"\0")
-        self.send_raw(self.pdu(0x01, flags, data=write, lun=lun, itt=itt, fields=fields))
+        first = write if immediate is None else write[:immediate]
+        self.send_raw(self.pdu(0x01, flags, data=first, lun=lun, itt=itt, fields=fields))
         self.cmd_sn += 1
         data = bytearray()
         while True:
@@ -191,11 +214,14 @@ class Initiator:
             elif r.opcode == 0x21:
                 sense = r.data[2 : 2 + struct.unpack_from(">H", r.data)[0]] if r.data else b""
                 return ScsiReply(r.bhs[3], bytes(data), sense)
-            elif r.opcode == 0x31:  # R2T: send what was asked in one Data-Out
-                ttt, _, _, _, offset, length = struct.unpack_from(">IIIIII", r.bhs, 20)
-                chunk = write[offset : offset + length]
-                f = struct.pack(">IIII", ttt, 0, self.exp_stat_sn, 0) + struct.pack(">II", 0, offset)
-                self.send_raw(self.pdu(0x05, 0x80, data=chunk, lun=lun, itt=itt, fields=f))
+            elif r.opcode == 0x31:  # R2T: send what was asked, in Data-Outs the target accepts
+                ttt, _, _, _, _, offset, length = struct.unpack_from(">IIIIIII", r.bhs, 20)
+                seg = 65536
+                for data_sn, off in enumerate(range(offset, offset + length, seg)):
+                    chunk = write[off : min(off + seg, offset + length)]
+                    final = 0x80 if off + seg >= offset + length else 0
+                    f = struct.pack(">IIII", ttt, 0, self.exp_stat_sn, 0) + struct.pack(">II", data_sn, off)
+                    self.send_raw(self.pdu(0x05, final, data=chunk, lun=lun, itt=itt, fields=f))
             else:
                 raise ConnectionError(f"unexpected opcode {r.opcode:#x}")
 
