@@ -72,19 +72,7 @@ def leftovers(state_dir: Path, work: Path) -> list[str]:
     return found
 
 
-def data_plane_present() -> bool:
-    try:
-        from zbs_lite import iscsi
-    except ImportError:
-        return False
-    return hasattr(iscsi, "DataPlane")
-
-
 def main() -> int:
-    if not data_plane_present():
-        # Transitional: zbs-lite serves iSCSI only once zbs_lite.iscsi provides DataPlane.
-        print("SKIP csi_sanity: zbs-lite has no iSCSI data plane (zbs_lite.iscsi.DataPlane) in this tree")
-        return 0
     ap = argparse.ArgumentParser()
     ap.add_argument("--csi-sanity", default=str(ROOT / ".cache/bin/csi-sanity"))
     ap.add_argument("--access-types", default="mount,block")
