@@ -189,6 +189,7 @@ def test_queue_depth_128_random_writes_verified_through_another_chunk(rig: Rig, 
         "--direct=1",
         "--size=48M",
         "--verify=crc32c",
+        "--verify_state_save=0",
         "--randseed=20261127",
         "--output-format=terse",
     ]
