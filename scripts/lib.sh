@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared helpers for scripts/test.sh and scripts/quickstart.sh (sourced, not run).
 
 # run_pytest ARGS...: pytest, where "no tests collected" (exit 5) is not a failure on its own.

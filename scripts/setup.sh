@@ -15,7 +15,7 @@ log() { printf '[setup] %s\n' "$*"; }
 # --- apt packages -------------------------------------------------------------------
 APT_PACKAGES=(
   libiscsi-bin qemu-utils qemu-system-common qemu-block-extra fuse3 tgt
-  xfsprogs e2fsprogs util-linux fio podman runc debootstrap rsync sqlite3 kmod
+  xfsprogs e2fsprogs util-linux fio podman runc debootstrap rsync sqlite3 kmod shellcheck
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -33,7 +33,7 @@ fi
 
 # --- virtualenv -----------------------------------------------------------------------
 stamp="$VENV/.smartx-zbs-stamp"
-want="$(cat "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)"
+want="$(sha256sum < "$ROOT/pyproject.toml" | cut -c1-16)"
 if [ ! -x "$VENV/bin/python" ]; then
   log "creating virtualenv $VENV"
   "$PY" -m venv "$VENV"
@@ -41,7 +41,7 @@ fi
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   log "installing Python dependencies (first run takes a few minutes)"
   "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q -e "$ROOT[dev]"
+  "$VENV/bin/python" -m pip install -q -e "${ROOT}[dev]"
   echo "$want" > "$stamp"
 fi
 

@@ -7,7 +7,7 @@
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
+cd "$ROOT" || exit 1
 "$ROOT/scripts/setup.sh" || { echo "setup failed"; exit 1; }
 
 export PATH="$ROOT/.venv/bin:$ROOT/.cache/bin:$PATH"
@@ -43,6 +43,9 @@ in_collection_copy() {
 }
 
 stage_ruff() { ruff check . && ruff format --check .; }
+
+# Our own shell (the collection's is checked by ansible-test sanity's shellcheck test).
+stage_shellcheck() { shellcheck -x scripts/*.sh scripts/stages.d/*.sh .ci/run; }
 
 stage_mypy() {
   local targets=(plugins/module_utils)
@@ -117,8 +120,9 @@ stage_integration() {
 }
 
 # Stages in order; issues that build a part add the stage that tests it.
-ALL_STAGES=(ruff mypy sanity lint build units pytest integration)
+ALL_STAGES=(ruff shellcheck mypy sanity lint build units pytest integration)
 # Each part adds its own stages in scripts/stages.d/*.sh (define stage_NAME, append to ALL_STAGES).
+# shellcheck source=/dev/null
 for f in "$ROOT"/scripts/stages.d/*.sh; do [ -f "$f" ] && source "$f"; done
 
 run_stages "$@"

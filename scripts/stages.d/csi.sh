@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Stage csi_sanity: the official CSI conformance suite (csi-sanity v5.4.0, installed by
 # scripts/setup.sh from scripts/go-tools.txt) against zbs-csi on a fresh zbs-lite, with the
 # userspace connector (real iSCSI logins, loop devices, mkfs, mounts), CHAP on, for the mount

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Stages of the roles and playbooks part (sourced by scripts/test.sh).
 
 # molecule: the roles in podman containers built from a local debootstrap image (no registry

@@ -201,3 +201,36 @@ def test_disabling_the_snapshot_controller_removes_its_manifest(
     _render(playbook_runner, tmp_path / "m", topology, zbs_csi_install_snapshot_controller=False)
     assert not (tmp_path / "m" / "30-snapshot-controller.yaml").exists()
     assert (tmp_path / "m" / "11-node.yaml").exists()
+
+
+def test_chap_is_driver_wide_and_reaches_both_plugins(playbook_runner: PlaybookRunner, tmp_path: Path) -> None:
+    """Volumes share targets, so a CHAP StorageClass needs zbs_csi_chap, and zbs_csi_chap needs CHAP everywhere."""
+    chap_class = [{"name": "secure", "chap_secret_name": "node-chap"}]
+    plain_class = [{"name": "plain"}]
+    for chap, classes in ((False, chap_class), (True, plain_class)):
+        out = tmp_path / f"refused-{chap}"
+        proc = playbook_runner.run(
+            PLAYBOOK,
+            {
+                "zbs_csi_render_only": True,
+                "zbs_csi_render_dir": str(out),
+                "zbs_csi_chap": chap,
+                "zbs_csi_storage_classes": classes,
+            },
+            check=False,
+        )
+        assert proc.returncode != 0
+        assert "CHAP is all or nothing" in proc.stdout
+        assert not list(out.glob("*.yaml"))
+
+    out = tmp_path / "chap"
+    _render(playbook_runner, out, "converged", zbs_csi_chap=True, zbs_csi_storage_classes=chap_class)
+    docs = _load(out)
+    workloads = _objects(docs, "Deployment") + _objects(docs, "DaemonSet")
+    assert len(workloads) == 2
+    for workload in workloads:
+        driver = next(c for c in workload["spec"]["template"]["spec"]["containers"] if c["name"] == "zbs-csi")
+        assert {"name": "ZBS_CSI_CHAP", "value": "true"} in driver["env"]
+    sc = _objects(docs, "StorageClass")[0]
+    assert sc["parameters"]["csi.storage.k8s.io/node-stage-secret-name"] == "node-chap"
+    assert sc["parameters"]["csi.storage.k8s.io/controller-publish-secret-name"] == "node-chap"
