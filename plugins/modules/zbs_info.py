@@ -83,11 +83,11 @@ EXAMPLES = r"""
         query: "luns[?assigned_size > `107374182400`].{name: name, size: assigned_size}"
       register: big
 
-    - name: Which hosts are logged in to the db target
+    - name: Which addresses are logged in to the db target
       smartx.zbs.zbs_info:
         gather_subset: [connections]
         target: db
-        query: "connections[].initiator_iqn"
+        query: "connections[].initiator_ip"
 """
 
 RETURN = r"""
@@ -140,7 +140,9 @@ snapshots:
       iscsi_lun: {id: ckx0m3q7d0004, name: data}
       iscsi_target: {id: ckx0lk2v40001, name: db}
 connections:
-  description: iSCSI sessions the cluster sees.
+  description:
+    - iSCSI sessions the cluster sees.
+    - C(initiator_iqn) is reported by zbs-lite only; CloudTower identifies a session by C(initiator_ip), C(client_port) and C(host).
   returned: when V(connections) is gathered
   type: list
   elements: dict
