@@ -28,7 +28,8 @@ if ((${#missing[@]})); then
   log "installing apt packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # With Recommends: podman needs netavark and catatonit from them, as tested here.
+  apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 # --- virtualenv -----------------------------------------------------------------------
