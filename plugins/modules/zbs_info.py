@@ -142,7 +142,8 @@ snapshots:
 connections:
   description:
     - iSCSI sessions the cluster sees.
-    - C(initiator_iqn) is reported by zbs-lite only; CloudTower identifies a session by C(initiator_ip), C(client_port) and C(host).
+    - C(initiator_iqn) is reported by zbs-lite only; CloudTower identifies a session by C(initiator_ip),
+      C(client_port) and C(host).
   returned: when V(connections) is gathered
   type: list
   elements: dict
