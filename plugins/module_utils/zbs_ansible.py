@@ -71,6 +71,15 @@ CONNECTION_OPTIONS = (
 )
 
 
+# QoS limits as the API names them on targets (defaults) and LUNs; 0 or null means unlimited.
+QOS_FIELDS = ("iops", "iops_rd", "iops_wr", "bps", "bps_rd", "bps_wr")
+
+
+def qos_argument_spec() -> Dict[str, Any]:
+    """Argument spec of the ``qos`` option of zbs_target and zbs_lun."""
+    return {"type": "dict", "options": {q: {"type": "int"} for q in QOS_FIELDS}}
+
+
 def connection_argument_spec() -> Dict[str, Any]:
     """Argument spec of the shared connection options (plus ``wait_timeout``)."""
     spec = {opt.name: opt.spec() for opt in CONNECTION_OPTIONS}

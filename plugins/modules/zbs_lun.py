@@ -222,9 +222,11 @@ size:
 from typing import Any, Dict, Optional
 
 from ansible_collections.smartx.zbs.plugins.module_utils.zbs_ansible import (
+    QOS_FIELDS,
     changed_fields,
     check_immutable,
     fail_field,
+    qos_argument_spec,
     result,
     run,
     zbs_client,
@@ -243,7 +245,6 @@ from ansible_collections.smartx.zbs.plugins.module_utils.zbs_validate import (
     validate_target_name,
 )
 
-QOS_FIELDS = ("iops", "iops_rd", "iops_wr", "bps", "bps_rd", "bps_wr")
 # What the API's null stands for, so asking for that value is no change.
 NULL_MEANS = dict.fromkeys(QOS_FIELDS, 0)
 VIEW_FIELDS = ("name", "lun_id", "assigned_size", "replica_num", "thin_provision", "allowed_initiators", *QOS_FIELDS)
@@ -473,7 +474,7 @@ def main() -> None:
             "lun_id": {"type": "int"},
             "allowed_initiators": {"type": "list", "elements": "str"},
             "initiators_mode": {"type": "str", "choices": ["replace", "add", "remove"], "default": "replace"},
-            "qos": {"type": "dict", "options": {q: {"type": "int"} for q in QOS_FIELDS}},
+            "qos": qos_argument_spec(),
             "from_name": {"type": "str"},
             "from_snapshot": {
                 "type": "dict",

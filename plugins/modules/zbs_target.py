@@ -213,11 +213,13 @@ target:
 from typing import Any, Dict, List, Optional
 
 from ansible_collections.smartx.zbs.plugins.module_utils.zbs_ansible import (
+    QOS_FIELDS,
     REDACTED,
     changed_fields,
     check_immutable,
     fail_field,
     option_list,
+    qos_argument_spec,
     redact,
     result,
     run,
@@ -234,7 +236,6 @@ from ansible_collections.smartx.zbs.plugins.module_utils.zbs_validate import (
     validate_target_name,
 )
 
-QOS_FIELDS = ("iops", "iops_rd", "iops_wr", "bps", "bps_rd", "bps_wr")
 # What the API's null stands for, so asking for that value is no change.
 NULL_MEANS = {"description": "", "chap_name": "", **dict.fromkeys(QOS_FIELDS, 0)}
 IMMUTABLE = ("cluster_id", "replica_num", "thin_provision", "stripe_num", "stripe_size")
@@ -403,7 +404,7 @@ def main() -> None:
                     "chap_secret": {"type": "str", "required": True, "no_log": True},
                 },
             },
-            "qos": {"type": "dict", "options": {q: {"type": "int"} for q in QOS_FIELDS}},
+            "qos": qos_argument_spec(),
             "update_secrets": {"type": "str", "choices": ["always", "on_create"], "default": "on_create"},
         }
     )
