@@ -30,7 +30,7 @@ from .errors import (
 )
 from .ids import is_iqn, is_uuid, lun_name_for
 from .locks import KeyedLocks
-from .params import parse_mutable_params, parse_volume_params
+from .params import k8s_objects, parse_mutable_params, parse_snapshot_params, parse_volume_params
 from .proto import csi_pb2 as csi
 from .targets import DEFAULT_STRIPE_NUM, DEFAULT_STRIPE_SIZE, TargetPool, target_full
 from .zbs import format_allowed_initiators, map_error, parse_allowed_initiators, zerr
@@ -201,7 +201,10 @@ class ControllerService:
                 return csi.CreateVolumeResponse(volume=vol)
             lun = self._create(lun_name, size, params, source, required, limit)
             lun = self._settle_race(lun_name, lun)
-            log.info("created volume", extra={"fields": {"volume_id": lun["local_id"], "name": req.name}})
+            log.info(
+                "created volume",
+                extra={"fields": {"volume_id": lun["local_id"], "name": req.name, **k8s_objects(dict(req.parameters))}},
+            )
             return csi.CreateVolumeResponse(volume=self._volume(lun, source, params.fsck))
 
     def _find_by_name(self, lun_name: str) -> dict[str, Any] | None:
@@ -576,6 +579,7 @@ class ControllerService:
                 raise not_found(f"volume {req.volume_id[:80]!r} does not exist")
             if changes:
                 self._zbs(f"modifying volume {req.volume_id}", self.client.luns.update, lun["id"], **changes)
+                log.info("modified volume", extra={"fields": {**changes, **k8s_objects(dict(req.mutable_parameters))}})
         return csi.ControllerModifyVolumeResponse()
 
     # ---------------------------------------------------------------- snapshots
@@ -603,8 +607,7 @@ class ControllerService:
             raise invalid("name is required")
         if not req.source_volume_id:
             raise invalid("source_volume_id is required")
-        if req.parameters:
-            raise invalid(f"unknown snapshot parameter {sorted(req.parameters)[0][:80]!r}")
+        parse_snapshot_params(dict(req.parameters))
         snap_name = lun_name_for(req.name)
         with self.locks.hold(f"snap:{snap_name}"):
             existing = self._zbs("looking up snapshots", self.client.snapshots.list, {"name": snap_name})
@@ -624,7 +627,10 @@ class ControllerService:
                 lun["iscsi_target"]["id"],
                 snap_name,
             )
-            log.info("created snapshot", extra={"fields": {"snapshot_id": snap.get("local_id")}})
+            log.info(
+                "created snapshot",
+                extra={"fields": {"snapshot_id": snap.get("local_id"), **k8s_objects(dict(req.parameters))}},
+            )
             msg = self._snapshot_msg(snap, int(lun.get("assigned_size") or 0))
             msg.source_volume_id = lun["local_id"]
             return csi.CreateSnapshotResponse(snapshot=msg)
