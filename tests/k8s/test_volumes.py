@@ -160,14 +160,16 @@ def test_snapshot_is_restored_into_a_new_pvc_that_a_second_pod_reads(lab: Lab, a
         }
     )
 
+    seen: dict[str, Any] = {}
+
     def ready() -> dict[str, Any] | None:
-        snap = lab.get("volumesnapshot", "snap", app.ns)
-        return snap if snap.get("status", {}).get("readyToUse") else None
+        seen.update(lab.get("volumesnapshot", "snap", app.ns))
+        return seen if seen.get("status", {}).get("readyToUse") else None
 
     try:
         snap = wait_for("the VolumeSnapshot to be ready", ready, 180)
     except AssertionError as exc:
-        raise AssertionError(f"{exc}\n{lab.events(app.ns)}") from exc
+        raise AssertionError(f"{exc}\nstatus: {seen.get('status')}\n{lab.events(app.ns)}") from exc
     content = lab.get("volumesnapshotcontent", snap["status"]["boundVolumeSnapshotContentName"])
     snapshot_id = content["status"]["snapshotHandle"]
     zsnap = lab.zbs().snapshots.get(local_id=snapshot_id)
