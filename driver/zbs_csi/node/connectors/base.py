@@ -66,3 +66,7 @@ class Connector(Protocol):
 
     def condition(self, data: dict[str, Any]) -> str | None:
         """None when healthy, else what is wrong (session down, device gone...)."""
+
+    def fail_io_if_lost(self, data: dict[str, Any]) -> bool:
+        """Before a teardown step that waits for the device: when its iSCSI session is lost for
+        good, make its pending and future I/O fail. True when the device's I/O fails now."""

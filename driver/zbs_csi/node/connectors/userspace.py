@@ -6,6 +6,12 @@ comes from a 0600 secret file that is removed once the daemon has read it, the L
 as a file through FUSE, and ``losetup`` turns that file into a block device. The daemon is
 detached, so volumes stay attached while the plugin restarts; everything it needs to tear
 down is recorded in the attachment data.
+
+When the target goes away for good, libiscsi reconnects forever and every request on the
+export waits; an unmount or loop detach would then hang in the kernel. Teardown therefore
+waits at most ``replacement_timeout`` (open-iscsi's name for the same bound) for the
+session to return, then aborts the FUSE connection, so pending I/O fails, and kills the
+daemon; a lazy unmount of the export is the last resort.
 """
 
 from __future__ import annotations
@@ -23,14 +29,20 @@ from pathlib import Path
 from typing import Any
 
 from ...ids import check_volume_id
+from ..mounts import find_mount
 from ..runner import CommandError, Runner
+from . import fuse
 from .base import Attachment, AttachTarget, Chap, ConnectorError
 from .qmp import QmpError, qmp_execute
+from .tcp import has_established
 
 log = logging.getLogger(__name__)
 
 NODE_NAME = "lun"
 EXPORT_ID = "exp"
+# qemu's iscsi ``timeout``: a command unanswered this long (s) makes libiscsi reconnect and
+# retry it, through the VIP, so a stuck chunk is left behind (Linux sd's default is also 30 s).
+REQUEST_TIMEOUT = 30
 
 
 def _pid_alive(pid: int) -> bool:
@@ -50,11 +62,21 @@ def _pid_alive(pid: int) -> bool:
 class UserspaceConnector:
     name = "userspace"
 
-    def __init__(self, runner: Runner, state_dir: str, initiator: str, *, timeout: float = 120.0) -> None:
+    def __init__(
+        self,
+        runner: Runner,
+        state_dir: str,
+        initiator: str,
+        *,
+        timeout: float = 120.0,
+        replacement_timeout: float = 120.0,
+    ) -> None:
         self.runner = runner
         self.root = Path(state_dir) / "userspace"
         self.initiator = initiator
         self.timeout = timeout
+        self.replacement_timeout = replacement_timeout
+        self._failed: set[str] = set()  # exports whose I/O this process has failed (aborted)
 
     def missing(self) -> list[str]:
         need = ["qemu-storage-daemon", "iscsi-inq", "losetup", "blockdev"]
@@ -68,6 +90,7 @@ class UserspaceConnector:
 
     def attach(self, target: AttachTarget, chap: Chap | None) -> Attachment:
         run = self._dir(target.volume_id)
+        self._failed.discard(str(run / "disk"))
         if run.exists():
             # A leftover of an interrupted attach: clean it before starting afresh.
             self.detach(target, self._data_for(run), [])
@@ -85,7 +108,7 @@ class UserspaceConnector:
         blockdev = (
             f"driver=iscsi,node-name={NODE_NAME},transport=tcp,portal={host}:{port},"
             f"target={target.target_iqn},lun={target.lun},initiator-name={self.initiator},"
-            f"read-only={'on' if target.readonly else 'off'}"
+            f"read-only={'on' if target.readonly else 'off'},timeout={REQUEST_TIMEOUT}"
         )
         argv = [
             "qemu-storage-daemon",
@@ -171,35 +194,112 @@ class UserspaceConnector:
             data["pid"] = int((run / "qsd.pid").read_text().strip())
         return data
 
-    def _loops_for(self, disk: str) -> list[str]:
-        try:
-            out = self.runner.run(["losetup", "--associated", disk, "--noheadings", "--output", "NAME"], timeout=30)
-        except CommandError:
-            return []
-        return [line.strip() for line in out.stdout.splitlines() if line.strip().startswith("/dev/loop")]
+    @staticmethod
+    def _loops_for(disk: str, sys_block: Path = Path("/sys/block")) -> list[str]:
+        """Loop devices backed by ``disk``, from sysfs: ``losetup --associated`` would stat
+        the export, and a stat of an export whose daemon cannot answer waits with it."""
+        loops = []
+        for backing in sys_block.glob("loop*/loop/backing_file"):
+            try:
+                if backing.read_text(encoding="utf-8").strip() == disk:
+                    loops.append(f"/dev/{backing.parent.parent.name}")
+            except OSError:
+                continue
+        return sorted(loops)
+
+    def _daemon(self, data: dict[str, Any]) -> int | None:
+        """The pid of this attachment's qemu-storage-daemon, while it runs."""
+        pid = data.get("pid")
+        if isinstance(pid, int) and pid > 1 and _pid_alive(pid) and self._is_ours(pid, data.get("run_dir", "")):
+            return pid
+        return None
+
+    def fail_io_if_lost(self, data: dict[str, Any]) -> bool:
+        """When the iSCSI session stays down past ``replacement_timeout``, fail the export's I/O.
+
+        True when the device's I/O fails from now on (session lost, daemon gone): a teardown
+        step may then go ahead without waiting on it. False while the session is up.
+        """
+        disk = data.get("disk", "")
+        if disk in self._failed:
+            return True
+        deadline = time.monotonic() + self.replacement_timeout
+        while True:
+            pid = self._daemon(data)
+            if pid is not None and has_established(pid):
+                return False
+            if pid is None or time.monotonic() >= deadline:
+                break
+            time.sleep(0.5)
+        log.warning(
+            "the iSCSI session of %s is lost (%s): failing its pending I/O",
+            disk,
+            "no daemon" if pid is None else f"down for {self.replacement_timeout:g}s",
+        )
+        self._fail_io(disk)
+        return True
+
+    def _fail_io(self, disk: str) -> None:
+        """Abort the export's FUSE connection (once): its pending and future I/O fail at once."""
+        if disk and disk not in self._failed:
+            fuse.abort(disk, self.runner)
+            self._failed.add(disk)
 
     def detach(self, target: AttachTarget, data: dict[str, Any], still_staged: list[AttachTarget]) -> None:
+        """Loop devices, daemon, export, run directory: each step bounded, whatever state the target is in."""
         disk = data.get("disk", "")
-        # No stat of ``disk`` here: a FUSE export whose daemon died answers ENOTCONN.
+        lost = self.fail_io_if_lost(data)  # nothing below may wait on a device that can no longer answer
         loops = set(self._loops_for(disk)) if disk else set()
         if data.get("loop"):
             loops.add(data["loop"])
         for loop in sorted(loops):
-            res = self.runner.run(["losetup", "--detach", loop], timeout=60, check=False)
-            if res.rc != 0 and "No such device" not in res.stderr:
-                raise ConnectorError(f"detaching {loop}: {res.stderr.strip()}")
-        pid = data.get("pid")
-        if isinstance(pid, int) and pid > 1 and _pid_alive(pid) and self._is_ours(pid, data.get("run_dir", "")):
-            os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + 30
-            while _pid_alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if _pid_alive(pid):
-                os.kill(pid, signal.SIGKILL)
-        if disk and self._fuse_mounted(disk):
-            self.runner.run(["umount", "--lazy", disk], timeout=30, check=False)
+            self._detach_loop(loop, disk)
+        self._stop_daemon(data, grace=2 if lost else 15)
+        if disk and find_mount(disk) is not None:
+            # The daemon did not unmount its export (it was killed): end the connection, unmount.
+            self._fail_io(disk)
+            res = self.runner.run(["umount", disk], timeout=30, check=False)
+            if res.rc != 0 and find_mount(disk) is not None:
+                self.runner.run(["umount", "--lazy", disk], timeout=30)
+        self._failed.discard(disk)
         if data.get("run_dir"):
             self._cleanup_dir(Path(data["run_dir"]))
+
+    def _detach_loop(self, loop: str, disk: str) -> None:
+        for attempt in range(2):
+            try:
+                res = self.runner.run(["losetup", "--detach", loop], timeout=60, check=False)
+            except CommandError as exc:  # timed out: its backing export holds the I/O
+                if attempt or not disk:
+                    raise ConnectorError(f"detaching {loop}: {exc}") from exc
+                self._fail_io(disk)
+                continue
+            if res.rc != 0 and "No such device" not in res.stderr:
+                raise ConnectorError(f"detaching {loop}: {res.stderr.strip()}")
+            return
+
+    def _stop_daemon(self, data: dict[str, Any], grace: float) -> None:
+        """SIGTERM (the daemon unmounts its export); one still running after ``grace`` s is killed.
+
+        A daemon whose session is lost has nothing left to write, and libiscsi's reconnect
+        loop ignores SIGTERM: it gets a short grace.
+        """
+        pid = self._daemon(data)
+        if pid is None:
+            return
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while _pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _pid_alive(pid):
+            # Stuck (libiscsi reconnecting, or waiting on its own export): fail the export's
+            # I/O so nothing waits on the daemon, then kill it.
+            log.warning("qemu-storage-daemon %d ignores SIGTERM: killing it", pid)
+            self._fail_io(data.get("disk", ""))
+            os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while _pid_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
 
     @staticmethod
     def _is_ours(pid: int, run_dir: str) -> bool:
@@ -210,19 +310,12 @@ class UserspaceConnector:
             return False
         return "qemu-storage-daemon" in cmdline and bool(run_dir) and run_dir in cmdline
 
-    @staticmethod
-    def _fuse_mounted(path: str) -> bool:
-        try:
-            text = Path("/proc/self/mountinfo").read_text(encoding="utf-8")
-        except OSError:
-            return False
-        return any(line.split()[4] == path for line in text.splitlines() if len(line.split()) > 4)
-
     def _cleanup_dir(self, run: Path) -> None:
         if run.parent != self.root:
             return
         for name in ("chap", "qmp.sock", "qsd.pid", "disk"):
-            (run / name).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                (run / name).unlink()
         self._qmp_path(run).unlink(missing_ok=True)
         try:
             run.rmdir()
