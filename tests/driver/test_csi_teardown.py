@@ -231,3 +231,47 @@ def test_single_writer_survives_a_plugin_restart_and_multi_writer_publishes_twic
     assert not host_leftovers([node.node.state_dir], node.work)
     node.delete(vid)
     node.delete(vid2)
+
+
+def test_io_to_a_lost_volume_fails_after_the_replacement_timeout_and_a_restage_recovers(node: Node) -> None:
+    cap = _cap("mount", Mode.SINGLE_NODE_MULTI_WRITER)
+    vid, ctx = node.create("lost", cap)
+    node.stage_volume(vid, ctx, cap)
+    pod = node.work / "pods" / "a" / "vol"
+    assert node.publish(vid, pod, cap) == OK
+    with open(pod / "before", "w", encoding="utf-8") as fh:
+        fh.write("kept")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+    node.zl.stop()  # the storage goes away while a workload writes
+    writer = subprocess.Popen(
+        ["dd", "if=/dev/zero", f"of={pod / 'during'}", "bs=64k", "count=16", "oflag=direct"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        rc = writer.wait(timeout=REPLACEMENT_TIMEOUT + 60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("a write to a volume whose session is lost still waits (the session watch did not fail it)")
+    assert rc != 0 and "error" in writer.communicate()[1].lower()
+    stats = node.node.node.NodeGetVolumeStats(
+        csi.NodeGetVolumeStatsRequest(volume_id=vid, volume_path=str(pod)), timeout=60
+    )
+    assert stats.volume_condition.abnormal and "session was lost" in stats.volume_condition.message
+
+    node.zl.start()
+    # The pod restarts: kubelet unpublishes, stages again (the broken stage is redone), publishes.
+    assert node.unpublish(vid, pod) == OK
+    node.stage_volume(vid, ctx, cap)
+    assert node.publish(vid, pod, cap) == OK
+    assert (pod / "before").read_text(encoding="utf-8") == "kept"
+    stats = node.node.node.NodeGetVolumeStats(
+        csi.NodeGetVolumeStatsRequest(volume_id=vid, volume_path=str(pod)), timeout=60
+    )
+    assert not stats.volume_condition.abnormal, stats.volume_condition.message
+    assert node.unpublish(vid, pod) == OK
+    assert node.unstage(vid) == OK
+    assert not host_leftovers([node.node.state_dir], node.work)
+    node.delete(vid)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,8 @@ from .runner import CommandError, Runner
 from .state import StageRecord, StateStore
 
 log = logging.getLogger(__name__)
+
+WATCH_PERIOD = 5.0  # seconds between looks at the staged volumes' iSCSI sessions
 
 
 def _path_arg(value: str, field: str) -> str:
@@ -96,6 +99,28 @@ class NodeService:
                 problem = problem or f"staging path {rec.staging_path} is not mounted"
             if problem:
                 log.warning("staged volume is unhealthy: %s", problem, extra={"fields": {"volume_id": rec.volume_id}})
+
+    def watch_sessions(self, stop: threading.Event, period: float = WATCH_PERIOD) -> None:
+        """Bound the I/O of staged volumes whose iSCSI session is lost, until ``stop`` is set.
+
+        open-iscsi fails a lost session's I/O after its replacement_timeout; libiscsi never
+        does, so for the userspace connector this loop does (the kernel's needs nothing).
+        Without it, a pod writing to a volume whose target is gone would wait forever.
+        """
+        while not stop.wait(period):
+            for rec in self.store.all():
+                if not (rec.complete and rec.attach):
+                    continue
+                try:
+                    self.connector.fail_io_if_lost(rec.attach, wait=False)
+                except (OSError, CommandError, ConnectorError) as exc:
+                    log.warning("watching the session of %s: %s", rec.volume_id, exc)
+
+    def start_session_watch(self) -> threading.Event:
+        """Run :meth:`watch_sessions` in a daemon thread; set the returned event to stop it."""
+        stop = threading.Event()
+        threading.Thread(target=self.watch_sessions, args=(stop,), name="session-watch", daemon=True).start()
+        return stop
 
     # ---------------------------------------------------------------- identity
     def get_info(self) -> csi.NodeGetInfoResponse:

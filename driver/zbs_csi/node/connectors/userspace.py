@@ -7,11 +7,12 @@ as a file through FUSE, and ``losetup`` turns that file into a block device. The
 detached, so volumes stay attached while the plugin restarts; everything it needs to tear
 down is recorded in the attachment data.
 
-When the target goes away for good, libiscsi reconnects forever and every request on the
-export waits; an unmount or loop detach would then hang in the kernel. Teardown therefore
-waits at most ``replacement_timeout`` (open-iscsi's name for the same bound) for the
-session to return, then aborts the FUSE connection, so pending I/O fails, and kills the
-daemon; a lazy unmount of the export is the last resort.
+When the target goes away, libiscsi reconnects forever and every request on the export
+waits: a workload would hang, and so would an unmount or a loop detach, in the kernel. So a
+session down for ``replacement_timeout`` (open-iscsi's name for the same bound) gets the
+export's FUSE connection aborted: its I/O fails from then on (``fail_io_if_lost``, called
+by the node's session watch and before each teardown step). Teardown also kills a daemon
+that ignores SIGTERM; a lazy unmount of the export is the last resort.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ EXPORT_ID = "exp"
 # qemu's iscsi ``timeout``: a command unanswered this long (s) makes libiscsi reconnect and
 # retry it, through the VIP, so a stuck chunk is left behind (Linux sd's default is also 30 s).
 REQUEST_TIMEOUT = 30
+IO_FAILED = "io-failed"  # in the run directory: this export's I/O was failed (session lost)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -76,7 +78,7 @@ class UserspaceConnector:
         self.initiator = initiator
         self.timeout = timeout
         self.replacement_timeout = replacement_timeout
-        self._failed: set[str] = set()  # exports whose I/O this process has failed (aborted)
+        self._down_since: dict[str, float] = {}  # "<export>:<daemon pid>" -> when its session was seen down
 
     def missing(self) -> list[str]:
         need = ["qemu-storage-daemon", "iscsi-inq", "losetup", "blockdev"]
@@ -90,7 +92,6 @@ class UserspaceConnector:
 
     def attach(self, target: AttachTarget, chap: Chap | None) -> Attachment:
         run = self._dir(target.volume_id)
-        self._failed.discard(str(run / "disk"))
         if run.exists():
             # A leftover of an interrupted attach: clean it before starting afresh.
             self.detach(target, self._data_for(run), [])
@@ -214,36 +215,49 @@ class UserspaceConnector:
             return pid
         return None
 
-    def fail_io_if_lost(self, data: dict[str, Any]) -> bool:
-        """When the iSCSI session stays down past ``replacement_timeout``, fail the export's I/O.
+    def fail_io_if_lost(self, data: dict[str, Any], wait: bool = True) -> bool:
+        """When the iSCSI session has been down for ``replacement_timeout``, fail the export's I/O.
 
-        True when the device's I/O fails from now on (session lost, daemon gone): a teardown
-        step may then go ahead without waiting on it. False while the session is up.
+        ``wait``: a teardown waits out the rest of that time for the session to return; the
+        session watch only looks. True when the device's I/O fails from now on (failed here
+        or before, or its daemon is gone); False while the session is up or may still return.
         """
-        disk = data.get("disk", "")
-        if disk in self._failed:
+        if self._io_failed(data):
             return True
-        deadline = time.monotonic() + self.replacement_timeout
         while True:
             pid = self._daemon(data)
-            if pid is not None and has_established(pid):
+            if pid is None:
+                return True  # the daemon is gone: the kernel ended its FUSE connection with it
+            key = f"{data.get('disk', '')}:{pid}"
+            if has_established(pid):
+                self._down_since.pop(key, None)
                 return False
-            if pid is None or time.monotonic() >= deadline:
+            down = time.monotonic() - self._down_since.setdefault(key, time.monotonic())
+            if down >= self.replacement_timeout:
                 break
-            time.sleep(0.5)
-        log.warning(
-            "the iSCSI session of %s is lost (%s): failing its pending I/O",
-            disk,
-            "no daemon" if pid is None else f"down for {self.replacement_timeout:g}s",
-        )
-        self._fail_io(disk)
+            if not wait:
+                return False
+            time.sleep(min(0.5, self.replacement_timeout - down))
+        log.warning("the iSCSI session of %s has been down for %.0fs: failing its pending I/O", data.get("disk"), down)
+        self._fail_io(data)
         return True
 
-    def _fail_io(self, disk: str) -> None:
-        """Abort the export's FUSE connection (once): its pending and future I/O fail at once."""
-        if disk and disk not in self._failed:
-            fuse.abort(disk, self.runner)
-            self._failed.add(disk)
+    def _io_failed(self, data: dict[str, Any]) -> bool:
+        run = data.get("run_dir", "")
+        return bool(run) and (Path(run) / IO_FAILED).exists()
+
+    def _fail_io(self, data: dict[str, Any]) -> None:
+        """Abort the export's FUSE connection (once): its pending and future I/O fail at once.
+
+        A marker in the run directory remembers it (across plugin restarts) for ``condition``.
+        """
+        if self._io_failed(data):
+            return
+        if data.get("disk"):
+            fuse.abort(data["disk"], self.runner)
+        if data.get("run_dir"):
+            with contextlib.suppress(OSError):
+                (Path(data["run_dir"]) / IO_FAILED).write_text(f"{time.time():.0f}\n", encoding="ascii")
 
     def detach(self, target: AttachTarget, data: dict[str, Any], still_staged: list[AttachTarget]) -> None:
         """Loop devices, daemon, export, run directory: each step bounded, whatever state the target is in."""
@@ -253,26 +267,27 @@ class UserspaceConnector:
         if data.get("loop"):
             loops.add(data["loop"])
         for loop in sorted(loops):
-            self._detach_loop(loop, disk)
+            self._detach_loop(loop, data)
         self._stop_daemon(data, grace=2 if lost else 15)
         if disk and find_mount(disk) is not None:
             # The daemon did not unmount its export (it was killed): end the connection, unmount.
-            self._fail_io(disk)
+            self._fail_io(data)
             res = self.runner.run(["umount", disk], timeout=30, check=False)
             if res.rc != 0 and find_mount(disk) is not None:
                 self.runner.run(["umount", "--lazy", disk], timeout=30)
-        self._failed.discard(disk)
+        for key in [k for k in self._down_since if k.startswith(f"{disk}:")]:
+            del self._down_since[key]
         if data.get("run_dir"):
             self._cleanup_dir(Path(data["run_dir"]))
 
-    def _detach_loop(self, loop: str, disk: str) -> None:
+    def _detach_loop(self, loop: str, data: dict[str, Any]) -> None:
         for attempt in range(2):
             try:
                 res = self.runner.run(["losetup", "--detach", loop], timeout=60, check=False)
             except CommandError as exc:  # timed out: its backing export holds the I/O
-                if attempt or not disk:
+                if attempt:
                     raise ConnectorError(f"detaching {loop}: {exc}") from exc
-                self._fail_io(disk)
+                self._fail_io(data)
                 continue
             if res.rc != 0 and "No such device" not in res.stderr:
                 raise ConnectorError(f"detaching {loop}: {res.stderr.strip()}")
@@ -295,7 +310,7 @@ class UserspaceConnector:
             # Stuck (libiscsi reconnecting, or waiting on its own export): fail the export's
             # I/O so nothing waits on the daemon, then kill it.
             log.warning("qemu-storage-daemon %d ignores SIGTERM: killing it", pid)
-            self._fail_io(data.get("disk", ""))
+            self._fail_io(data)
             os.kill(pid, signal.SIGKILL)
             deadline = time.monotonic() + 10
             while _pid_alive(pid) and time.monotonic() < deadline:
@@ -313,7 +328,7 @@ class UserspaceConnector:
     def _cleanup_dir(self, run: Path) -> None:
         if run.parent != self.root:
             return
-        for name in ("chap", "qmp.sock", "qsd.pid", "disk"):
+        for name in ("chap", "qmp.sock", "qsd.pid", IO_FAILED, "disk"):
             with contextlib.suppress(OSError):
                 (run / name).unlink()
         self._qmp_path(run).unlink(missing_ok=True)
@@ -336,6 +351,8 @@ class UserspaceConnector:
         return int(self.runner.run(["blockdev", "--getsize64", data["loop"]], timeout=30).stdout.strip())
 
     def condition(self, data: dict[str, Any]) -> str | None:
+        if self._io_failed(data):
+            return "the iSCSI session was lost and the volume's I/O was failed: it must be staged again"
         pid = data.get("pid")
         if not isinstance(pid, int) or not _pid_alive(pid):
             return "the qemu-storage-daemon carrying the iSCSI session is not running"
