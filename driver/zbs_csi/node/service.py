@@ -361,11 +361,11 @@ class NodeService:
         target_path = _path_arg(req.target_path, "target_path")
         with self.locks.hold(volume_id):
             try:
-                for _ in range(8):
+                for _ in range(8):  # mounts stacked by retried publishes come off one by one
                     if find_mount(target_path) is None:
                         break
                     self.fs.umount(target_path)
-                else:
+                if find_mount(target_path) is not None:
                     raise OSError(f"{target_path} is still mounted after 8 unmounts")
                 _remove_path(target_path)
             except (CommandError, OSError) as exc:
