@@ -10,6 +10,7 @@ NodeUnstage must remove every mount, loop device and daemon, in bounded time.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import subprocess
@@ -275,3 +276,39 @@ def test_io_to_a_lost_volume_fails_after_the_replacement_timeout_and_a_restage_r
     assert node.unstage(vid) == OK
     assert not host_leftovers([node.node.state_dir], node.work)
     node.delete(vid)
+
+
+def test_fuse_abort_mounts_fusectl_when_missing_and_ends_the_export(tmp_path: Path) -> None:
+    """A real FUSE export (qemu-storage-daemon over a plain file), aborted through a fusectl
+    mounted by ``fuse.abort`` itself at a directory of the test's own."""
+    image, export, conns = tmp_path / "image", tmp_path / "export", tmp_path / "connections"
+    image.write_bytes(b"\0" * (1 << 20))
+    export.touch()
+    conns.mkdir()
+    daemon = subprocess.Popen(
+        [
+            "qemu-storage-daemon",
+            "--blockdev",
+            f"driver=file,node-name=n,filename={image}",
+            "--export",
+            f"type=fuse,id=e,node-name=n,mountpoint={export},writable=on",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while export.stat().st_size == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert export.stat().st_size == 1 << 20
+        assert fuse.abort(str(export), Runner(), connections=conns) is True
+        assert any(e.mount_point == str(conns) and e.fs_type == "fusectl" for e in read_mounts())
+        with pytest.raises(OSError) as exc:
+            export.read_bytes()  # (a stat may still be answered from the attribute cache)
+        assert exc.value.errno == errno.ENOTCONN
+        assert fuse.abort(str(tmp_path / "not-a-mount"), Runner(), connections=conns) is False
+    finally:
+        daemon.kill()
+        daemon.wait(30)
+        for mount in (export, conns):
+            subprocess.run(["umount", str(mount)], check=False, timeout=30, capture_output=True)

@@ -282,12 +282,12 @@ class NodeService:
                 raise invalid(f"volume {volume_id} is staged at {rec.staging_path}, not {staging}")
             still = [p for p in rec.published if find_mount(p) is not None]
             if still:
-                raise precondition(f"volume {volume_id} is still published at {still[0]}")
+                raise precondition(f"volume {volume_id} is still published at {still[0]}: unpublish it first")
             try:
                 self._undo_stage(rec)
             except ConnectorError as exc:
                 raise CsiError(grpc.StatusCode.UNAVAILABLE, f"unstaging {volume_id}: {exc}") from exc
-            except (CommandError, FsError) as exc:
+            except (CommandError, FsError, OSError) as exc:
                 raise internal(f"unstaging {volume_id}: {exc}") from exc
             log.info("unstaged")
         return csi.NodeUnstageVolumeResponse()
