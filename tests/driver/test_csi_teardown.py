@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import mmap
 import os
 import signal
 import subprocess
@@ -199,10 +200,36 @@ def test_publish_twice_fail_then_clean_up_with_zbs_lite_stopped_midway(node: Nod
     assert node.unstage(vid) == OK  # and again: nothing left to do
 
 
-def test_single_writer_survives_a_plugin_restart_and_multi_writer_publishes_twice(node: Node) -> None:
+def _write_through(access: str, path: Path, data: bytes) -> None:
+    if access == "mount":
+        (path / "shared").write_bytes(data)
+    else:
+        fd = os.open(path, os.O_WRONLY | os.O_DIRECT)
+        try:
+            buf = mmap.mmap(-1, 4096)  # O_DIRECT wants an aligned buffer
+            buf.write(data.ljust(4096, b"\0"))
+            os.write(fd, buf)
+        finally:
+            os.close(fd)
+
+
+def _read_through(access: str, path: Path, size: int) -> bytes:
+    if access == "mount":
+        return (path / "shared").read_bytes()
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+    try:
+        buf = mmap.mmap(-1, 4096)
+        os.readv(fd, [buf])
+        return bytes(buf[:size])
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("access", ["mount", "block"])
+def test_single_writer_survives_a_plugin_restart_and_multi_writer_publishes_twice(node: Node, access: str) -> None:
     single, multi = Mode.SINGLE_NODE_SINGLE_WRITER, Mode.SINGLE_NODE_MULTI_WRITER
-    cap = _cap("mount", single)
-    vid, ctx = node.create("rwop", cap)
+    cap = _cap(access, single)
+    vid, ctx = node.create(f"rwop-{access}", cap)
     node.stage_volume(vid, ctx, cap)
     a, b = node.work / "pods" / "a" / "vol", node.work / "pods" / "b" / "vol"
     assert node.publish(vid, a, cap) == OK
@@ -212,19 +239,23 @@ def test_single_writer_survives_a_plugin_restart_and_multi_writer_publishes_twic
     assert not os.path.lexists(b)
     assert node.publish(vid, a, cap) == OK  # the same publish again: idempotent
     assert node.publish(vid, a, cap, readonly=True) == grpc.StatusCode.ALREADY_EXISTS
-    assert node.publish(vid, b, _cap("mount", multi)) == PRECONDITION  # another capability
+    assert node.publish(vid, b, _cap(access, multi)) == PRECONDITION  # another capability
     assert node.unpublish(vid, a) == OK
     assert node.publish(vid, b, cap) == OK  # once the first publish is gone, the second may go
     assert node.unpublish(vid, b) == OK
     assert node.unstage(vid) == OK
 
-    cap = _cap("mount", multi)
-    vid2, ctx = node.create("rwo", cap)
+    cap = _cap(access, multi)
+    vid2, ctx = node.create(f"rwo-{access}", cap)
     node.stage_volume(vid2, ctx, cap)
     assert node.publish(vid2, a, cap) == OK
     assert node.publish(vid2, b, cap, readonly=True) == OK  # several workloads, one read-only
-    (a / "shared").write_text("written through a")
-    assert (b / "shared").read_text() == "written through a"
+    _write_through(access, a, b"written through a")
+    assert _read_through(access, b, 17) == b"written through a"
+    if access == "mount":  # (a read-only bind of a device node does not stop writes to it)
+        with pytest.raises(OSError) as exc:
+            _write_through(access, b, b"through b")
+        assert exc.value.errno == errno.EROFS
     assert node.unstage(vid2) == PRECONDITION  # still published: unpublish first
     assert node.unpublish(vid2, a) == OK
     assert node.unpublish(vid2, b) == OK
