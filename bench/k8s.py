@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -245,6 +246,7 @@ def over_the_socket(env: dict[str, str], n: int) -> list[float]:
             )
             ctl.DeleteVolume(csi.DeleteVolumeRequest(volume_id=vid), timeout=600)
         driver.stop()
+        shutil.rmtree(work, ignore_errors=True)
     return times
 
 

@@ -82,7 +82,10 @@ pick_subnet() {
   local n=$((16#$ID % 200 + 20)) i
   for i in $(seq 0 40); do
     local net="10.213.$(((n + i) % 256))"
-    if ! ip -4 -o addr show | grep -q " $net\." && ! ip -4 route show | grep -q "^$net\."; then echo "$net"; return 0; fi
+    # free: no address in it here and no route covering it but the default one
+    if ! ip -4 -o addr show | grep -q " $net\." && ! ip -4 route show match "$net.0/24" | grep -qv '^default'; then
+      echo "$net"; return 0
+    fi
   done
   die "no free 10.213.x.0/24 subnet for the lab bridge"
 }
@@ -191,6 +194,15 @@ mountns_up() {
     wait_for "the node's mount namespace" 10 grep -q ' / / .*shared:' "/proc/$(cat "$(pidfile mountns)")/mountinfo"
   fi
 }
+# kubelet's cgroup root (its pods' cgroups go below it) in every hierarchy: the unified one
+# alone on a cgroup v2 host, each controller's on a v1 or hybrid one
+cgroup_dirs() {
+  if [ -f /sys/fs/cgroup/cgroup.controllers ]; then echo "/sys/fs/cgroup$CGROUP_ROOT"; return; fi
+  local h
+  for h in /sys/fs/cgroup/*/; do
+    if [ -f "$h/cgroup.procs" ]; then echo "${h%/}$CGROUP_ROOT"; fi
+  done
+}
 # the prefix that runs a command in the node's mount namespace
 node_exec() { NODE_EXEC=(nsenter --target "$(cat "$(pidfile mountns)")" --mount --); }
 
@@ -198,9 +210,8 @@ node_up() {
   mountns_up
   node_exec
   mkdir -p "$CTRD" "$KL" "$LAB/pod-logs" "$LAB/csi-state"
-  for c in /sys/fs/cgroup/*/; do
-    if [ -w "$c" ] && [ -f "$c/cgroup.procs" ]; then mkdir -p "$c${CGROUP_ROOT#/}"; fi
-  done
+  local c
+  for c in $(cgroup_dirs); do mkdir -p "$c"; done
   cat >"$CTRD/config.toml" <<EOF
 version = 2
 root = "$CTRD/root"
@@ -267,9 +278,9 @@ node_ready() { [ "$(k get node "$NODE" -o 'jsonpath={.status.conditions[?(@.type
 # (on the local Debian image scripts/build-image.sh makes, no registry needed), the sidecars
 # and the two stand-ins from the binaries, the sandbox (pause) and a busybox for workloads.
 images() {
-  local out="$LAB/images"; mkdir -p "$out"
   local -A tag
-  while IFS='=' read -r k v; do tag[$k]="$v"; done < <("$VENV/python" - "$ROOT/roles/zbs_csi/defaults/main.yml" <<'PY'
+  local key value
+  while IFS='=' read -r key value; do tag[$key]="$value"; done < <("$VENV/python" - "$ROOT/roles/zbs_csi/defaults/main.yml" <<'PY'
 import sys, yaml
 d = yaml.safe_load(open(sys.argv[1]))
 print(f"driver={d['zbs_csi_image']}")
@@ -286,7 +297,7 @@ PY
     esac
     [ "${tag[$name]##*:}" = "$want" ] || die "roles/zbs_csi pins $name ${tag[$name]##*:} but tests/k8s builds $want"
   done
-  "$VENV/python" "$ROOT/scripts/k8s_images.py" "$out/sidecars.tar" \
+  "$VENV/python" "$ROOT/scripts/k8s_images.py" - \
     "${tag[provisioner]}=/csi-provisioner:$BIN/csi-provisioner" \
     "${tag[attacher]}=/csi-attacher:$BIN/csi-attacher" \
     "${tag[resizer]}=/csi-resizer:$BIN/csi-resizer" \
@@ -295,8 +306,7 @@ PY
     "${tag[registrar]}=/csi-node-driver-registrar:$BIN/csi-node-driver-registrar" \
     "${tag[livenessprobe]}=/livenessprobe:$BIN/livenessprobe" \
     "$PAUSE_IMAGE=/pause:$BIN/pause" \
-    "$WORKLOAD_IMAGE=/bin/busybox:$(command -v busybox)"
-  ctrimport "$out/sidecars.tar"
+    "$WORKLOAD_IMAGE=/bin/busybox:$(command -v busybox)" | ctrimport -
 
   export CONTAINERS_CONF="$ROOT/extensions/molecule/containers.conf"
   local base; base="$("$ROOT/scripts/build-image.sh")"
@@ -460,8 +470,8 @@ down() {
   for n in kube-scheduler kube-controller-manager kube-apiserver etcd; do stop "$n"; done
   if ip link show "$BRIDGE" >/dev/null 2>&1; then ip link del "$BRIDGE"; log "removed bridge $BRIDGE"; fi
   local c
-  for c in /sys/fs/cgroup/*/; do
-    if [ -d "$c${CGROUP_ROOT#/}" ]; then find "$c${CGROUP_ROOT#/}" -depth -type d -exec rmdir {} \; 2>/dev/null || true; fi
+  for c in $(cgroup_dirs); do
+    if [ -d "$c" ]; then find "$c" -depth -type d -exec rmdir {} \; 2>/dev/null || true; fi
   done
   if [ "${K8S_LAB_IQN_CREATED:-0}" = 1 ] && grep -q "zbs-k8s-lab:$ID\$" "$IQN_FILE" 2>/dev/null; then
     rm -f "$IQN_FILE"; rmdir "$(dirname "$IQN_FILE")" 2>/dev/null || true

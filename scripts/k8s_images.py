@@ -4,7 +4,7 @@ No registry is reachable from the test cluster, so scripts/k8s-lab.sh builds the
 manifests name from the binaries scripts/k8s-build.sh made, and imports this tarball into the
 lab's containerd (``ctr images import``).
 
-    python3 scripts/k8s_images.py OUT.tar NAME:TAG=/PATH:BINARY ...
+    python3 scripts/k8s_images.py OUT.tar|- NAME:TAG=/PATH:BINARY ...
 
 Each image holds BINARY at /PATH, its entrypoint; a busybox binary also gets a /bin/<applet>
 link for each of its applets (the workload image the tests' pods run).
@@ -17,6 +17,7 @@ import hashlib
 import io
 import json
 import subprocess
+import sys
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,8 +69,10 @@ def _layer(spec: ImageSpec) -> bytes:
 
 
 def write_archive(out: Path, specs: list[ImageSpec]) -> None:
+    """Write the archive to ``out``, or stream it to stdout when ``out`` is ``-``."""
     manifest = []
-    with tarfile.open(out, "w") as tar:
+    stream = str(out) == "-"
+    with tarfile.open(fileobj=sys.stdout.buffer, mode="w|") if stream else tarfile.open(out, "w") as tar:
 
         def add(name: str, data: bytes) -> None:
             info = tarfile.TarInfo(name)
