@@ -218,7 +218,7 @@ IP_ADDR = """1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever p
 
 
 def test_an_iqn_logged_in_from_another_host_is_a_duplicate() -> None:
-    from zbs_csi.node.identity import foreign_sessions, parse_ip_addr
+    from zbs_csi.node.iqn_guard import foreign_sessions, parse_ip_addr
 
     local = parse_ip_addr(IP_ADDR)
     me = "iqn.2026-01.com.example:node-1"
