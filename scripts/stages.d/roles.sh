@@ -2,11 +2,12 @@
 # Stages of the roles and playbooks part (sourced by scripts/test.sh).
 
 # molecule: the roles in podman containers built from a local debootstrap image (no registry
-# is reachable); the image is cached in podman's store, keyed by scripts/build-image.sh.
+# is reachable); the image is cached in podman's store, keyed by scripts/build-image.sh, and
+# rebuilt under CI=true.
 stage_molecule() {
   export CONTAINERS_CONF="$ROOT/extensions/molecule/containers.conf"
   local image
-  image="$("$ROOT/scripts/build-image.sh")" || return 1
+  image="$("$ROOT/scripts/build-image.sh")" || { echo "molecule: scripts/build-image.sh failed to build the node image"; return 1; }
   export ZBS_MOLECULE_IMAGE="$image"
   local rc=0 scenario
   # extensions/molecule/<scenario> (collection-wide) and roles/<role>/molecule/<scenario>
