@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from zbs_lite import control
-from zbs_lite.api import Api, Settings
+from zbs_lite.api import Api
 from zbs_lite.db import Database
 from zbs_lite.dbcatalog import DbCatalog
 from zbs_lite.http import HttpFront, server_context
+from zbs_lite.settings import Settings
 from zbs_lite.storage import Pool, PoolKind
 from zbs_lite.tls import ensure_tls
 
@@ -181,7 +182,7 @@ class Service:
         self.api.runner.submit(pending, 0)
         self.catalog = DbCatalog(self.db, self.pool, self.api.cluster_id)
         self.catalog.clear_connections()
-        self.api.sync_connections = self.catalog.flush_connections
+        self.api.queries.sync_connections = self.catalog.flush_connections
         self.catalog.set_chunk_ips({i + 1: ip for i, ip in enumerate(chunk_ips)})
         vip = split_hostport(opts.vip, "--vip")
         chunks = [(ip, opts.chunk_port) for ip in chunk_ips]
@@ -254,7 +255,7 @@ class Service:
             vip = self.opts.vip
             chunks = [
                 {"n": i + 1, "portal": f"{ip}:{self.opts.chunk_port}", "up": False, "sessions": 0}
-                for i, ip in enumerate(self.api.s.chunk_ips if self.api else ())
+                for i, ip in enumerate(self.api.settings.chunk_ips if self.api else ())
             ]
             return {"present": False, "vip": vip, "chunks": chunks}
         st = dict(self.dataplane.status())
