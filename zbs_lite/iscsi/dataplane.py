@@ -9,128 +9,24 @@ chunks with a consistent hash, so an initiator lands on the same chunk while it 
 from __future__ import annotations
 
 import asyncio
-import bisect
 import concurrent.futures
 import contextlib
-import hashlib
-import itertools
 import logging
 import threading
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from zbs_lite.catalog import Catalog, LunView
-from zbs_lite.iscsi.connection import Connection
-from zbs_lite.iscsi.scsi import LunFile, ScsiDevice
+from zbs_lite.iscsi.backstore import BlockIo, LunFile
+from zbs_lite.iscsi.portal import Portal
+from zbs_lite.iscsi.redirector import HashRing, ring_key
+from zbs_lite.iscsi.scsi import Executor
 
 log = logging.getLogger(__name__)
 
 HEALTH_INTERVAL = 0.3
 PROBE_TIMEOUT = 0.5
-VNODES = 64
-STREAM_LIMIT = 4 << 20
-
-
-def _h(s: str) -> int:
-    return int.from_bytes(hashlib.sha1(s.encode(), usedforsecurity=False).digest()[:8], "big")
-
-
-class HashRing:
-    """Consistent hashing of (initiator, target) onto chunk numbers, skipping dead chunks.
-
-    With virtual nodes, a chunk that goes away only moves the sessions it carried; when it
-    comes back it gets the same ones again.
-    """
-
-    def __init__(self, members: list[int], vnodes: int = VNODES) -> None:
-        self._points = sorted((_h(f"chunk-{m}-{v}"), m) for m in members for v in range(vnodes))
-        self._keys = [p for p, _ in self._points]
-
-    def pick(self, key: str, alive: set[int]) -> int | None:
-        if not alive or not self._points:
-            return None
-        start = bisect.bisect(self._keys, _h(key))
-        for i in range(len(self._points)):
-            member = self._points[(start + i) % len(self._points)][1]
-            if member in alive:
-                return member
-        return None
-
-
-class Portal:
-    """One listening address: a chunk (`role="chunk"`, n >= 1) or the VIP (`role="vip"`, n = 0)."""
-
-    def __init__(self, plane: DataPlane, role: str, n: int, host: str, port: int) -> None:
-        self.plane = plane
-        self.role = role
-        self.n = n
-        self.host = host
-        self.port = port
-        self.server: asyncio.Server | None = None
-        self.conns: set[Connection] = set()
-        self.sessions: dict[tuple[str, bytes, str], Connection] = {}
-        self._tsih = itertools.count(1)
-
-    @property
-    def name(self) -> str:
-        return "vip" if self.role == "vip" else f"chunk{self.n}"
-
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    @property
-    def up(self) -> bool:
-        return self.server is not None
-
-    async def start(self) -> None:
-        if self.server is not None:
-            return
-        self.server = await asyncio.start_server(
-            self._accept, self.host, self.port, reuse_address=True, limit=STREAM_LIMIT
-        )
-        self.port = self.server.sockets[0].getsockname()[1]
-        log.info("%s listening on %s", self.name, self.address)
-
-    async def stop(self) -> None:
-        server, self.server = self.server, None
-        if server is not None:
-            server.close()
-        for c in list(self.conns):
-            c.abort()
-        if server is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 5)
-        log.info("%s stopped (%d connections killed)", self.name, len(self.conns))
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conn = Connection(self, reader, writer)
-        self.conns.add(conn)
-        try:
-            await conn.run()
-        finally:
-            self.conns.discard(conn)
-
-    def new_tsih(self) -> int:
-        return (next(self._tsih) % 0xFFFF) + 1
-
-    def session_started(self, conn: Connection) -> None:
-        assert conn.target is not None
-        key = (conn.initiator.lower(), conn.isid, conn.target.iqn)
-        old = self.sessions.get(key)
-        if old is not None and old is not conn:
-            log.info("%s: reinstating session of %s, dropping the old connection", self.name, conn.initiator)
-            old.abort()
-        self.sessions[key] = conn
-
-    def session_ended(self, conn: Connection) -> None:
-        if conn.target is None:
-            return
-        key = (conn.initiator.lower(), conn.isid, conn.target.iqn)
-        if self.sessions.get(key) is conn:
-            del self.sessions[key]
-
-    def redirect(self, initiator: str, target_iqn: str) -> str | None:
-        return self.plane.pick_chunk(initiator, target_iqn)
+T = TypeVar("T")
 
 
 class DataPlane:
@@ -157,7 +53,7 @@ class DataPlane:
         self.alive: set[int] = set()
         self.ring = HashRing(list(range(1, len(chunks) + 1)))
         self.files: dict[str, LunFile] = {}
-        self.device: ScsiDevice
+        self.executor: Executor
         self._files_gen = -1
         self._health: asyncio.Task[None] | None = None
 
@@ -191,7 +87,7 @@ class DataPlane:
             executor.shutdown(wait=True)
             loop.close()
 
-    def _call(self, coro: Any, timeout: float = 30) -> Any:
+    def _call(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
         if self.loop is None:
             raise RuntimeError("data plane not started")
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
@@ -221,7 +117,7 @@ class DataPlane:
 
     # ---------------------------------------------------------------- loop side
     async def _start(self) -> None:
-        self.device = ScsiDevice(asyncio.get_running_loop())
+        self.executor = Executor(BlockIo(asyncio.get_running_loop()), self.lun_file)
         self.chunks = [Portal(self, "chunk", i + 1, h, p) for i, (h, p) in enumerate(self._chunk_addrs)]
         self.vip = Portal(self, "vip", 0, *self._vip_addr)
         try:
@@ -300,7 +196,7 @@ class DataPlane:
                 conn.unit_attention(lun_id, asc_ascq)
 
     def pick_chunk(self, initiator: str, target_iqn: str) -> str | None:
-        n = self.ring.pick(f"{initiator.lower()}|{target_iqn}", self.alive)
+        n = self.ring.pick(ring_key(initiator, target_iqn), self.alive)
         return None if n is None else self.chunks[n - 1].address
 
     # ---------------------------------------------------------------- LUN files
