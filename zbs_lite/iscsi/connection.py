@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable
 from typing import Protocol
 
-from zbs_lite.catalog import Catalog, ConnectionInfo, TargetView
+from zbs_lite.catalog import Catalog, CatalogSnapshot, ConnectionInfo, TargetView
 from zbs_lite.iscsi import access
 from zbs_lite.iscsi.dataout import DataOut, WriteState, next_ttt
 from zbs_lite.iscsi.login import PORTAL_GROUP_TAG, Identity, Login, LoginPortal
@@ -90,6 +90,9 @@ class Host(LoginPortal, Protocol):
     def catalog(self) -> Catalog: ...
 
     @property
+    def snapshot(self) -> CatalogSnapshot: ...
+
+    @property
     def executor(self) -> Executor: ...
 
     def session_started(self, conn: Connection) -> None: ...
@@ -115,7 +118,6 @@ class Connection:
         self.task_luns: dict[int, int] = {}
         self.text_pending: dict[int, bytes] = {}
         self.conn_info: ConnectionInfo | None = None
-        self._gen = -1
 
     def __repr__(self) -> str:
         who = self.identity.initiator or "-"
@@ -180,7 +182,7 @@ class Connection:
             self.identity,
             portal=self.host,
             peer_ip=self.peer_ip,
-            target_by_iqn=self.catalog.target_by_iqn,
+            target_by_iqn=lambda iqn: self.host.snapshot.target_by_iqn(iqn),
             entering_full_feature=self._register_session,
             who=self,
         )
@@ -205,7 +207,7 @@ class Connection:
             self.catalog.connection_opened(self.conn_info)
         except Exception:
             log.exception("%r: catalog.connection_opened failed", self)
-        self._refresh()
+        self.catalog_changed(self.host.snapshot)
         p = self.params
         log.info(
             "%r: session open on %s, LUNs visible: %s; digests header=%s data=%s, ImmediateData=%s InitialR2T=%s,"
@@ -272,22 +274,20 @@ class Connection:
     # -------- masking and unit attention
     def unit_attention(self, lun_id: str, asc_ascq: tuple[int, int]) -> None:
         """Queue a UNIT ATTENTION for the LUN with this catalog id, if this session sees it."""
-        self._refresh()
         self.nexus.unit_attention(lun_id, asc_ascq)
 
-    def _refresh(self) -> None:
-        """Re-apply masking and whitelists when the catalog changed since the last command."""
-        gen = self.catalog.generation()
-        if gen == self._gen or self.target is None:
+    def catalog_changed(self, snap: CatalogSnapshot) -> None:
+        """Re-apply masking and whitelists to this session (on the loop, when its target changed)."""
+        current = self.target
+        if current is None:
             return
-        self._gen = gen
-        target = self.catalog.target_by_iqn(self.target.iqn)
-        if target is None or target.id != self.target.id:
+        target = snap.by_id.get(current.id)
+        if target is None or target.iqn != current.iqn:
             self.nexus.show({})
             return
         self.identity.target = target
         ident = self.identity
-        visible = access.visible_luns(target, self.catalog.luns(target.id), ident.initiator, self.peer_ip)
+        visible = access.visible_luns(target, list(snap.luns(target.id)), ident.initiator, self.peer_ip)
         resized, gone = self.nexus.show(visible)
         for n in resized:
             log.info("%r: LUN %d resized to %d bytes", self, n, visible[n].size)
@@ -325,7 +325,6 @@ class Connection:
         """
         if write and len(pdu.data) != edtl:
             return False
-        self._refresh()
         lun_no = decode_lun(pdu.lun_field)
         result = self.host.executor.try_inline(self.nexus, lun_no, pdu.bhs[32:48], pdu.data if write else None)
         if result is None:
@@ -361,7 +360,6 @@ class Connection:
 
     async def _scsi_result(self, pdu: Pdu, ws: WriteState | None) -> ScsiResult:
         cdb = pdu.bhs[32:48]
-        self._refresh()
         screened = screen(self.nexus, decode_lun(pdu.lun_field), cdb)
         if isinstance(screened, ScsiResult):
             return screened
@@ -410,7 +408,6 @@ class Connection:
             elif not serial_lt(pdu.u32(32), pdu.u32(24)):
                 response = TMF_NO_TASK
         elif function in (TMF_ABORT_TASK_SET, TMF_CLEAR_TASK_SET, TMF_LOGICAL_UNIT_RESET):
-            self._refresh()
             if function == TMF_LOGICAL_UNIT_RESET and lun_no not in self.nexus.visible:
                 response = TMF_NO_LUN
             else:
@@ -484,7 +481,8 @@ class Connection:
         """Targets this initiator may reach from where it is, all at this portal's address."""
         ident = self.identity
         if ident.discovery:
-            targets = [t for t in self.catalog.targets() if access.target_admits(t, ident.initiator, self.peer_ip)]
+            known = self.host.snapshot.targets()
+            targets = [t for t in known if access.target_admits(t, ident.initiator, self.peer_ip)]
             if value not in ("All", ""):
                 targets = [t for t in targets if t.iqn == value]
         else:

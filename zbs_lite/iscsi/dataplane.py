@@ -16,7 +16,7 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from zbs_lite.catalog import Catalog, LunView
+from zbs_lite.catalog import Catalog, CatalogSnapshot, LunView
 from zbs_lite.iscsi.backstore import BlockIo, LunFile
 from zbs_lite.iscsi.portal import Portal
 from zbs_lite.iscsi.redirector import HashRing, ring_key
@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 HEALTH_INTERVAL = 0.3
 PROBE_TIMEOUT = 0.5
+INSTALL_TIMEOUT = 10.0
 T = TypeVar("T")
 
 
@@ -54,8 +55,9 @@ class DataPlane:
         self.ring = HashRing(list(range(1, len(chunks) + 1)))
         self.files: dict[str, LunFile] = {}
         self.executor: Executor
-        self._files_gen = -1
+        self.snapshot = CatalogSnapshot()  # the loop's view of the catalog; replaced, never changed
         self._health: asyncio.Task[None] | None = None
+        self._loop_thread = 0
 
     # ---------------------------------------------------------------- thread-side API
     def start(self) -> None:
@@ -63,9 +65,14 @@ class DataPlane:
         if self._thread is not None:
             return
         ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self.catalog.subscribe(self._offer)
         self._thread = threading.Thread(target=self._run, args=(ready,), name="zbs-iscsi", daemon=True)
         self._thread.start()
-        ready.result(timeout=30)
+        try:
+            ready.result(timeout=30)
+        except BaseException:
+            self.catalog.unsubscribe(self._offer)
+            raise
 
     def _run(self, ready: concurrent.futures.Future[None]) -> None:
         loop = asyncio.new_event_loop()
@@ -95,6 +102,7 @@ class DataPlane:
     def stop(self) -> None:
         if self._thread is None or self.loop is None:
             return
+        self.catalog.unsubscribe(self._offer)
         self._call(self._stop())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=30)
@@ -115,8 +123,55 @@ class DataPlane:
             raise ValueError(f"chunk {n} does not exist (1..{len(self._chunk_addrs)})")
         return n
 
+    def _offer(self, snap: CatalogSnapshot) -> None:
+        """A new catalog snapshot, from the thread that committed it: installed on the loop before
+        this returns, so what the API acknowledged is what the data plane enforces."""
+        loop = self.loop
+        if loop is None:
+            return  # not started: _start takes the catalog's latest snapshot itself
+        if self._loop_thread == threading.get_ident():
+            self._install(snap)
+            return
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+        try:
+            loop.call_soon_threadsafe(self._install, snap, done)
+        except RuntimeError:
+            return  # the loop is closed: nothing left to protect
+        try:
+            done.result(INSTALL_TIMEOUT)
+        except concurrent.futures.TimeoutError:
+            log.warning(
+                "catalog change %d not installed within %ss; the loop is busy", snap.generation, INSTALL_TIMEOUT
+            )
+
     # ---------------------------------------------------------------- loop side
+    def _install(self, snap: CatalogSnapshot, done: concurrent.futures.Future[None] | None = None) -> None:
+        """Make ``snap`` the loop's view: sessions of the changed targets re-apply masking, whitelists
+        and sizes, and the files of LUNs that are gone are closed."""
+        try:
+            old = self.snapshot
+            if snap.generation <= old.generation:
+                return
+            self.snapshot = snap
+            changed = snap.changed_targets(old)
+            if not changed:
+                return
+            for portal in self.chunks:
+                for conn in list(portal.conns):
+                    if conn.target is not None and conn.target.id in changed:
+                        conn.catalog_changed(snap)
+            kept = {lun.id for tid in changed for lun in snap.luns(tid)}
+            for lun_id in {lun.id for tid in changed for lun in old.luns(tid)} - kept:
+                lf = self.files.pop(lun_id, None)
+                if lf is not None:
+                    lf.retire()
+        finally:
+            if done is not None:
+                done.set_result(None)
+
     async def _start(self) -> None:
+        self._loop_thread = threading.get_ident()
+        self._install(self.catalog.snapshot())
         self.executor = Executor(BlockIo(asyncio.get_running_loop()), self.lun_file)
         self.chunks = [Portal(self, "chunk", i + 1, h, p) for i, (h, p) in enumerate(self._chunk_addrs)]
         self.vip = Portal(self, "vip", 0, *self._vip_addr)
@@ -176,7 +231,7 @@ class DataPlane:
         return True
 
     async def _health_loop(self) -> None:
-        """Keep the redirector's ring to the chunks that accept connections; sweep stale LUN files."""
+        """Keep the redirector's ring to the chunks that accept connections."""
         while True:
             results = await asyncio.gather(*(self._probe(c) for c in self.chunks))
             for c, ok in zip(self.chunks, results):
@@ -186,7 +241,6 @@ class DataPlane:
                 elif not ok and c.n in self.alive:
                     log.warning("redirector: %s is down, leaving the ring", c.name)
                     self.alive.discard(c.n)
-            self._sweep_files()
             await asyncio.sleep(self._health_interval)
 
     def unit_attention(self, lun_id: str, asc_ascq: tuple[int, int]) -> None:
@@ -216,12 +270,3 @@ class DataPlane:
         if not lf.acquire():
             return None
         return lf
-
-    def _sweep_files(self) -> None:
-        gen = self.catalog.generation()
-        if gen == self._files_gen or not self.files:
-            return
-        self._files_gen = gen
-        live = {lun.id for t in self.catalog.targets() for lun in self.catalog.luns(t.id)}
-        for lun_id in [k for k in self.files if k not in live]:
-            self.files.pop(lun_id).retire()

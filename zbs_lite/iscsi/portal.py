@@ -8,7 +8,7 @@ import itertools
 import logging
 from typing import Protocol
 
-from zbs_lite.catalog import Catalog
+from zbs_lite.catalog import Catalog, CatalogSnapshot
 from zbs_lite.iscsi.connection import Connection
 from zbs_lite.iscsi.scsi import Executor
 
@@ -25,6 +25,9 @@ class Plane(Protocol):
 
     @property
     def executor(self) -> Executor: ...
+
+    @property
+    def snapshot(self) -> CatalogSnapshot: ...
 
     def pick_chunk(self, initiator: str, target_iqn: str) -> str | None: ...
 
@@ -64,6 +67,10 @@ class Portal:
     @property
     def executor(self) -> Executor:
         return self.plane.executor
+
+    @property
+    def snapshot(self) -> CatalogSnapshot:
+        return self.plane.snapshot
 
     async def start(self) -> None:
         if self.server is not None:
