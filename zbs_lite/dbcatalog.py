@@ -60,7 +60,7 @@ class DbCatalog(Publisher):
     def _luns(self, conn: sqlite3.Connection, target_id: str) -> tuple[LunView, ...]:
         rows = conn.execute(
             "SELECT id, local_id, name, lun_id, target_id, file_size, allowed_initiators, thin_provision"
-            " FROM luns WHERE target_id = ? AND entity_async_status IS NOT 'CREATING' ORDER BY lun_id",
+            " FROM luns WHERE target_id = ? AND file_size > 0 ORDER BY lun_id",  # a LUN is served once its file is
             (target_id,),
         ).fetchall()
         return tuple(
