@@ -13,16 +13,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from zbs_lite.catalog import Catalog, CatalogSnapshot, ConnectionInfo, TargetView
 from zbs_lite.iscsi import access
-from zbs_lite.iscsi.dataout import DataOut, WriteState, next_ttt
+from zbs_lite.iscsi.backstore import Payload
+from zbs_lite.iscsi.dataout import Budget, DataOut, WriteState, next_ttt
 from zbs_lite.iscsi.login import PORTAL_GROUP_TAG, Identity, Login, LoginPortal
 from zbs_lite.iscsi.negotiation import SessionParams
-from zbs_lite.iscsi.numbering import Numbering
+from zbs_lite.iscsi.numbering import QUEUE_DEPTH, Numbering
 from zbs_lite.iscsi.pdu import (
     BHS_LEN,
     FLAG_FINAL,
@@ -50,13 +53,28 @@ from zbs_lite.iscsi.pdu import (
     serial_lt,
 )
 from zbs_lite.iscsi.responses import scsi_response
-from zbs_lite.iscsi.scsi import Executor, Nexus, screen
-from zbs_lite.iscsi.sense import LU_RESET_OCCURRED, ScsiError, ScsiResult, check
+from zbs_lite.iscsi.scsi import Admitted, Executor, Nexus, screen
+from zbs_lite.iscsi.sense import (
+    ABORTED_COMMAND,
+    ILLEGAL_REQUEST,
+    INITIATOR_RESPONSE_TIMEOUT,
+    LU_NOT_SUPPORTED,
+    LU_RESET_OCCURRED,
+    ScsiError,
+    ScsiResult,
+    check,
+)
 from zbs_lite.iscsi.transport import PduTransport, ProtocolError
 
 log = logging.getLogger(__name__)
 
 LOGIN_TIMEOUT = 30.0
+# a write's data must all be there this long after the command arrived, or the command fails
+DATA_OUT_TIMEOUT = 15.0
+# bytes of command data (Data-Out collected, Data-In read) one session may hold at once: two of
+# the largest commands (32 MiB); unsolicited data comes on top, at most FirstBurstLength per command
+SESSION_BUFFER_BUDGET = 64 << 20
+MAX_TASKS = 2 * QUEUE_DEPTH
 
 # task management functions (RFC 7143 section 11.5.1) and responses
 TMF_ABORT_TASK = 1
@@ -102,8 +120,40 @@ class Host(LoginPortal, Protocol):
     def unit_attention(self, lun_id: str, asc_ascq: tuple[int, int]) -> None: ...
 
 
+@dataclass(frozen=True)
+class SessionLimits:
+    """What one session may take from the target (docs/zbs-lite.md, Limits)."""
+
+    data_out_timeout: float = DATA_OUT_TIMEOUT
+    buffer_budget: int = SESSION_BUFFER_BUDGET
+
+
+@dataclass(eq=False)
+class Task:
+    """One SCSI command from its arrival to its response."""
+
+    pdu: Pdu
+    lun_no: int
+    admitted: Admitted
+    arrived: float  # monotonic
+    ws: WriteState | None = None
+    runner: asyncio.Task[None] | None = None  # the coroutine that answers it
+    io: asyncio.Task[ScsiResult] | None = None  # its execution on the file, once started: runs to its end
+    held: int = 0  # bytes of the session's buffer budget it holds
+
+    @property
+    def itt(self) -> int:
+        return self.pdu.itt
+
+
 class Connection:
-    def __init__(self, host: Host, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self,
+        host: Host,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        limits: SessionLimits,
+    ) -> None:
         self.host = host
         self.catalog = host.catalog
         peer = writer.get_extra_info("peername") or ("?", 0)
@@ -113,10 +163,10 @@ class Connection:
         self.numbers = Numbering()
         self.identity = Identity()
         self.nexus = Nexus()
-        self.data_out = DataOut(self.transport, self.numbers, self.params, self)
-        self.tasks: dict[int, asyncio.Task[None]] = {}
-        self.task_luns: dict[int, int] = {}
-        self.text_pending: dict[int, bytes] = {}
+        self.data_out = DataOut(self.transport, self.numbers, self.params, limits.data_out_timeout, self)
+        self.budget = Budget(limits.buffer_budget)
+        self.tasks: dict[int, Task] = {}
+        self.text_pending: tuple[int, bytes] | None = None  # the rest of a Text answer: (TTT, bytes)
         self.conn_info: ConnectionInfo | None = None
 
     def __repr__(self) -> str:
@@ -160,10 +210,8 @@ class Connection:
     async def _close(self) -> None:
         self.transport.flush()  # a last login reject, redirect or logout response still goes out
         self.transport.closed = True
-        for t in list(self.tasks.values()):
-            t.cancel()
-        if self.tasks:
-            await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        await self._cancel(lambda task: True)
+        self.text_pending = None
         self.host.session_ended(self)
         if self.conn_info is not None:
             try:
@@ -230,6 +278,9 @@ class Connection:
         while not self.transport.closed:
             pdu = await self.transport.read()
             op = pdu.opcode
+            if self.identity.discovery and op not in (OP_TEXT, OP_NOP_OUT, OP_LOGOUT):
+                await self._reject(pdu, REJECT_PROTOCOL_ERROR)  # RFC 7143 4.3: Text and Logout only
+                raise ProtocolError(f"opcode {op:#x} on a discovery session")
             if op == OP_SCSI_CMD:
                 self._on_scsi(pdu)
                 if self.transport.backlogged():
@@ -276,23 +327,50 @@ class Connection:
         """Queue a UNIT ATTENTION for the LUN with this catalog id, if this session sees it."""
         self.nexus.unit_attention(lun_id, asc_ascq)
 
-    def catalog_changed(self, snap: CatalogSnapshot) -> None:
-        """Re-apply masking and whitelists to this session (on the loop, when its target changed)."""
+    def catalog_changed(self, snap: CatalogSnapshot) -> list[asyncio.Task[ScsiResult]]:
+        """Re-apply masking and whitelists to this session (on the loop, when its target changed).
+
+        Commands to a LUN this session may no longer use are fenced at once: those waiting for
+        their data fail with CHECK CONDITION (their late Data-Out is dropped); those already
+        writing to the file are returned, and the change is acknowledged only once they ended.
+        """
         current = self.target
         if current is None:
-            return
+            return []
         target = snap.by_id.get(current.id)
         if target is None or target.iqn != current.iqn:
             self.nexus.show({})
-            return
-        self.identity.target = target
-        ident = self.identity
-        visible = access.visible_luns(target, list(snap.luns(target.id)), ident.initiator, self.peer_ip)
-        resized, gone = self.nexus.show(visible)
-        for n in resized:
-            log.info("%r: LUN %d resized to %d bytes", self, n, visible[n].size)
-        for n in gone:
-            log.info("%r: LUN %d no longer visible", self, n)
+        else:
+            self.identity.target = target
+            ident = self.identity
+            visible = access.visible_luns(target, list(snap.luns(target.id)), ident.initiator, self.peer_ip)
+            resized, gone = self.nexus.show(visible)
+            for n in resized:
+                log.info("%r: LUN %d resized to %d bytes", self, n, visible[n].size)
+            for n in gone:
+                log.info("%r: LUN %d no longer visible", self, n)
+        return self._fence()
+
+    def _fence(self) -> list[asyncio.Task[ScsiResult]]:
+        writing: list[asyncio.Task[ScsiResult]] = []
+        for task in list(self.tasks.values()):
+            if self._may_run(task):
+                continue
+            if task.io is not None:
+                writing.append(task.io)
+                continue
+            log.info("%r: task %#x fenced: LUN %d is no longer visible", self, task.itt, task.lun_no)
+            if task.ws is not None:
+                self.data_out.end(task.itt, task.ws)
+            if task.runner is not None:
+                task.runner.cancel()
+            with contextlib.suppress(ConnectionError):
+                self._answer(task, check(ILLEGAL_REQUEST, LU_NOT_SUPPORTED))
+        return writing
+
+    def _may_run(self, task: Task) -> bool:
+        lun = self.nexus.visible.get(task.lun_no)
+        return lun is not None and lun.id == task.admitted.lun.id
 
     # -------- SCSI commands
     def _on_scsi(self, pdu: Pdu) -> None:
@@ -301,6 +379,8 @@ class Connection:
         itt = pdu.itt
         if itt in self.tasks:
             raise ProtocolError(f"task tag {itt:#x} already in use")
+        if len(self.tasks) >= MAX_TASKS:  # immediate commands are outside the CmdSN window: bound them too
+            raise ProtocolError(f"more than {MAX_TASKS} tasks at once")
         edtl = pdu.u32(20)
         write = bool(pdu.flags & 0x20)
         if len(pdu.data) and not (write and self.params.immediate_data):
@@ -309,12 +389,19 @@ class Connection:
             raise ProtocolError("immediate data beyond the expected transfer length")
         if self._try_inline(pdu, write, edtl):
             return
-        ws = self.data_out.start(pdu, edtl) if write and edtl else None
+        lun_no = decode_lun(pdu.lun_field)
+        screened = screen(self.nexus, lun_no, pdu.bhs[32:48], edtl if write else 0)
+        if isinstance(screened, ScsiResult):  # refused or answered before any data moves
+            self._emit_result(pdu, screened)
+            return
+        task = Task(pdu, lun_no, screened, time.monotonic())
+        need = min(edtl, screened.data_out) if write else 0
+        if need:
+            task.ws = self.data_out.start(pdu, edtl, need)
         if not pdu.immediate:
             self.numbers.inflight += 1
-        task = asyncio.get_running_loop().create_task(self._run_scsi(pdu, ws))
         self.tasks[itt] = task
-        self.task_luns[itt] = decode_lun(pdu.lun_field)
+        task.runner = asyncio.get_running_loop().create_task(self._run_scsi(task))
 
     def _try_inline(self, pdu: Pdu, write: bool, edtl: int) -> bool:
         """Complete a READ/WRITE right here when the page cache serves it without blocking.
@@ -332,46 +419,71 @@ class Connection:
         self._emit_result(pdu, result)
         return True
 
-    async def _run_scsi(self, pdu: Pdu, ws: WriteState | None) -> None:
-        itt = pdu.itt
+    async def _run_scsi(self, task: Task) -> None:
         try:
-            result = await self._scsi_result(pdu, ws)
-            if not pdu.immediate:
-                self.numbers.inflight -= 1
-                self.tasks.pop(itt, None)  # MaxCmdSN opens up before the status goes out
-            self._emit_result(pdu, result)
+            result = await self._scsi_result(task)
+            self._answer(task, result)
             if self.transport.backlogged():
                 await self.transport.writer.drain()
         except asyncio.CancelledError:
             pass
         except (ConnectionError, OSError) as e:
-            log.debug("%r: could not complete task %#x: %s", self, itt, e)
+            log.debug("%r: could not complete task %#x: %s", self, task.itt, e)
         except ProtocolError as e:
             log.warning("%r: %s", self, e)
             self.abort()
         except Exception:
-            log.exception("%r: task %#x failed", self, itt)
+            log.exception("%r: task %#x failed", self, task.itt)
             self.abort()
         finally:
-            if self.tasks.pop(itt, None) is not None and not pdu.immediate:
-                self.numbers.inflight -= 1
-            self.task_luns.pop(itt, None)
-            self.data_out.forget(itt)
+            if task.held:
+                self.budget.give(task.held)
+                task.held = 0
+            self._forget(task)
 
-    async def _scsi_result(self, pdu: Pdu, ws: WriteState | None) -> ScsiResult:
-        cdb = pdu.bhs[32:48]
-        screened = screen(self.nexus, decode_lun(pdu.lun_field), cdb)
-        if isinstance(screened, ScsiResult):
-            return screened
+    async def _scsi_result(self, task: Task) -> ScsiResult:
+        pdu, ws = task.pdu, task.ws
         if ws is not None and not ws.complete:
+            remaining = task.arrived + self.data_out.timeout - time.monotonic()
             try:
-                await self.data_out.collect(pdu, ws)
+                await asyncio.wait_for(self._data_phase(task, ws), max(remaining, 0))
+            except asyncio.TimeoutError:
+                self.data_out.timed_out(task.itt, ws)
+                return check(*(ws.failure or (ABORTED_COMMAND, INITIATOR_RESPONSE_TIMEOUT)))
             except ScsiError as e:
                 return check(e.key, e.asc_ascq)
-            self.data_out.forget(pdu.itt)
+        if ws is not None:
+            self.data_out.end(task.itt, ws)
+        # access is checked again now that the data is here: a revoke may have come meanwhile
+        if not self._may_run(task):
+            return check(ILLEGAL_REQUEST, LU_NOT_SUPPORTED)
+        lun = self.nexus.visible[task.lun_no]
+        if task.admitted.data_in:
+            task.held += await self.budget.take(task.admitted.data_in)
         target = self.target
         assert target is not None
-        return await self.host.executor.execute(cdb, screened, ws.buffer if ws is not None else None, target.iqn)
+        payload = ws.payload if ws is not None else Payload()
+        task.io = asyncio.get_running_loop().create_task(
+            self.host.executor.execute(pdu.bhs[32:48], lun, payload, target.iqn)
+        )
+        return await asyncio.shield(task.io)  # aborting the command never cuts its file I/O short
+
+    async def _data_phase(self, task: Task, ws: WriteState) -> None:
+        task.held += await self.budget.take(ws.need)
+        await self.data_out.collect(task.pdu, ws)
+
+    def _answer(self, task: Task, result: ScsiResult) -> None:
+        """Send a task's response; MaxCmdSN opens up before the status goes out."""
+        self._forget(task)
+        self._emit_result(task.pdu, result)
+
+    def _forget(self, task: Task) -> None:
+        if self.tasks.get(task.itt) is task:
+            del self.tasks[task.itt]
+            if not task.pdu.immediate:
+                self.numbers.inflight -= 1
+        if task.ws is not None:
+            self.data_out.end(task.itt, task.ws)
 
     def _emit_result(self, pdu: Pdu, result: ScsiResult) -> None:
         pieces = scsi_response(pdu, result, self.numbers, self.params.initiator_mrdsl)
@@ -401,21 +513,19 @@ class Connection:
         response = TMF_COMPLETE
         if function == TMF_ABORT_TASK:
             ref = pdu.u32(20)
-            task = self.tasks.get(ref)
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+            if ref in self.tasks:
+                await self._cancel(lambda task: task.itt == ref)
             elif not serial_lt(pdu.u32(32), pdu.u32(24)):
                 response = TMF_NO_TASK
         elif function in (TMF_ABORT_TASK_SET, TMF_CLEAR_TASK_SET, TMF_LOGICAL_UNIT_RESET):
             if function == TMF_LOGICAL_UNIT_RESET and lun_no not in self.nexus.visible:
                 response = TMF_NO_LUN
             else:
-                await self._cancel(lambda itt: self.task_luns.get(itt) == lun_no)
+                await self._cancel(lambda task: task.lun_no == lun_no)
                 if function == TMF_LOGICAL_UNIT_RESET:  # every I_T nexus of this LU, on every chunk, learns of it
                     self.host.unit_attention(self.nexus.visible[lun_no].id, LU_RESET_OCCURRED)
         elif function in (TMF_TARGET_WARM_RESET, TMF_TARGET_COLD_RESET):
-            await self._cancel(lambda itt: True)
+            await self._cancel(lambda task: True)
         elif function == TMF_CLEAR_ACA:  # we never establish ACA
             response = TMF_COMPLETE
         elif function == TMF_TASK_REASSIGN:  # needs ErrorRecoveryLevel 2
@@ -434,19 +544,24 @@ class Connection:
         if function == TMF_TARGET_COLD_RESET:
             raise ConnectionResetError("target cold reset")
 
-    async def _cancel(self, which: Callable[[int], bool]) -> None:
-        tasks = [t for itt, t in self.tasks.items() if which(itt)]
+    async def _cancel(self, which: Callable[[Task], bool]) -> None:
+        """Abort tasks (no response for them) and wait until none of them can still touch a file."""
+        tasks = [t for t in self.tasks.values() if which(t)]
         for t in tasks:
-            t.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+            self._forget(t)
+            if t.runner is not None:
+                t.runner.cancel()
+        waits = [x for t in tasks for x in (t.runner, t.io) if x is not None]
+        if waits:
+            await asyncio.gather(*waits, return_exceptions=True)
 
     async def _on_text(self, pdu: Pdu) -> None:
         if not self._accept_cmd_sn(pdu):
             return
         ttt = pdu.u32(20)
-        if ttt != RESERVED_TAG and ttt in self.text_pending:
-            body = self.text_pending.pop(ttt)
+        pending, self.text_pending = self.text_pending, None  # a new request abandons an unfetched answer
+        if pending is not None and ttt == pending[0]:
+            body = pending[1]
         else:
             try:
                 pairs = parse_text(pdu.data)
@@ -465,7 +580,7 @@ class Connection:
         next_tag = RESERVED_TAG
         if more:
             next_tag = next_ttt()
-            self.text_pending[next_tag] = body[limit:]
+            self.text_pending = (next_tag, body[limit:])
             body = body[:limit]
         n = self.numbers
         hdr = build_bhs(
@@ -496,8 +611,9 @@ class Connection:
 
     async def _on_logout(self, pdu: Pdu) -> None:
         self._accept_cmd_sn(pdu)
-        if self.tasks:
-            await asyncio.wait(list(self.tasks.values()), timeout=10)
+        runners = [t.runner for t in self.tasks.values() if t.runner is not None]
+        if runners:
+            await asyncio.wait(runners, timeout=10)
         n = self.numbers
         hdr = build_bhs(
             OP_LOGOUT_RESP,
