@@ -1,8 +1,8 @@
 """One iSCSI connection (= one session: MaxConnections=1) on a chunk or on the VIP portal.
 
-The login (login.py) then the full-feature phase: each PDU is dispatched here, SCSI
-commands run concurrently as asyncio tasks, their data phases in dataout.py and their
-semantics in the SCSI core (scsi.py), which this module never interprets. A chunk serves
+The login (login.py) then the full-feature phase: each PDU is dispatched here; SCSI
+commands run concurrently in commands.py (their semantics in the SCSI core, scsi.py, which
+this module never interprets). A chunk serves
 data; the VIP portal only answers discovery and redirects normal logins to a chunk. Any
 protocol violation drops this connection only: it is logged, and every other connection
 carries on.
@@ -13,19 +13,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol
 
 from zbs_lite.catalog import Catalog, CatalogSnapshot, ConnectionInfo, TargetView
 from zbs_lite.iscsi import access
-from zbs_lite.iscsi.backstore import Payload
-from zbs_lite.iscsi.dataout import Budget, DataOut, WriteState, next_ttt
+from zbs_lite.iscsi.commands import Commands, SessionLimits
+from zbs_lite.iscsi.dataout import next_ttt
 from zbs_lite.iscsi.login import PORTAL_GROUP_TAG, Identity, Login, LoginPortal
 from zbs_lite.iscsi.negotiation import SessionParams
-from zbs_lite.iscsi.numbering import QUEUE_DEPTH, Numbering
+from zbs_lite.iscsi.numbering import Numbering
 from zbs_lite.iscsi.pdu import (
     BHS_LEN,
     FLAG_FINAL,
@@ -52,29 +49,16 @@ from zbs_lite.iscsi.pdu import (
     parse_text,
     serial_lt,
 )
-from zbs_lite.iscsi.responses import scsi_response
-from zbs_lite.iscsi.scsi import Admitted, Executor, Nexus, screen
+from zbs_lite.iscsi.scsi import Executor, Nexus
 from zbs_lite.iscsi.sense import (
-    ABORTED_COMMAND,
-    ILLEGAL_REQUEST,
-    INITIATOR_RESPONSE_TIMEOUT,
-    LU_NOT_SUPPORTED,
     LU_RESET_OCCURRED,
-    ScsiError,
     ScsiResult,
-    check,
 )
 from zbs_lite.iscsi.transport import PduTransport, ProtocolError
 
 log = logging.getLogger(__name__)
 
 LOGIN_TIMEOUT = 30.0
-# a write's data must all be there this long after the command arrived, or the command fails
-DATA_OUT_TIMEOUT = 15.0
-# bytes of command data (Data-Out collected, Data-In read) one session may hold at once: two of
-# the largest commands (32 MiB); unsolicited data comes on top, at most FirstBurstLength per command
-SESSION_BUFFER_BUDGET = 64 << 20
-MAX_TASKS = 2 * QUEUE_DEPTH
 
 # task management functions (RFC 7143 section 11.5.1) and responses
 TMF_ABORT_TASK = 1
@@ -120,32 +104,6 @@ class Host(LoginPortal, Protocol):
     def unit_attention(self, lun_id: str, asc_ascq: tuple[int, int]) -> None: ...
 
 
-@dataclass(frozen=True)
-class SessionLimits:
-    """What one session may take from the target (docs/zbs-lite.md, Limits)."""
-
-    data_out_timeout: float = DATA_OUT_TIMEOUT
-    buffer_budget: int = SESSION_BUFFER_BUDGET
-
-
-@dataclass(eq=False)
-class Task:
-    """One SCSI command from its arrival to its response."""
-
-    pdu: Pdu
-    lun_no: int
-    admitted: Admitted
-    arrived: float  # monotonic
-    ws: WriteState | None = None
-    runner: asyncio.Task[None] | None = None  # the coroutine that answers it
-    io: asyncio.Task[ScsiResult] | None = None  # its execution on the file, once started: runs to its end
-    held: int = 0  # bytes of the session's buffer budget it holds
-
-    @property
-    def itt(self) -> int:
-        return self.pdu.itt
-
-
 class Connection:
     def __init__(
         self,
@@ -163,9 +121,9 @@ class Connection:
         self.numbers = Numbering()
         self.identity = Identity()
         self.nexus = Nexus()
-        self.data_out = DataOut(self.transport, self.numbers, self.params, limits.data_out_timeout, self)
-        self.budget = Budget(limits.buffer_budget)
-        self.tasks: dict[int, Task] = {}
+        self.commands = Commands(
+            self.transport, self.numbers, self.params, self.identity, self.nexus, host.executor, limits, self
+        )
         self.text_pending: tuple[int, bytes] | None = None  # the rest of a Text answer: (TTT, bytes)
         self.conn_info: ConnectionInfo | None = None
 
@@ -210,7 +168,7 @@ class Connection:
     async def _close(self) -> None:
         self.transport.flush()  # a last login reject, redirect or logout response still goes out
         self.transport.closed = True
-        await self._cancel(lambda task: True)
+        await self.commands.cancel(lambda task: True)
         self.text_pending = None
         self.host.session_ended(self)
         if self.conn_info is not None:
@@ -282,11 +240,12 @@ class Connection:
                 await self._reject(pdu, REJECT_PROTOCOL_ERROR)  # RFC 7143 4.3: Text and Logout only
                 raise ProtocolError(f"opcode {op:#x} on a discovery session")
             if op == OP_SCSI_CMD:
-                self._on_scsi(pdu)
+                if self._accept_cmd_sn(pdu):
+                    self.commands.submit(pdu)
                 if self.transport.backlogged():
                     await self.transport.writer.drain()
             elif op == OP_DATA_OUT:
-                self.data_out.on_data_out(pdu)
+                self.commands.data(pdu)
             elif op == OP_NOP_OUT:
                 await self._on_nop(pdu)
             elif op == OP_TASK_MGMT:
@@ -328,12 +287,9 @@ class Connection:
         self.nexus.unit_attention(lun_id, asc_ascq)
 
     def catalog_changed(self, snap: CatalogSnapshot) -> list[asyncio.Task[ScsiResult]]:
-        """Re-apply masking and whitelists to this session (on the loop, when its target changed).
-
-        Commands to a LUN this session may no longer use are fenced at once: those waiting for
-        their data fail with CHECK CONDITION (their late Data-Out is dropped); those already
-        writing to the file are returned, and the change is acknowledged only once they ended.
-        """
+        """Re-apply masking and whitelists to this session (on the loop, when its target changed),
+        and fence its commands to LUNs it may no longer use (Commands.fence); returns the writes
+        already under way, which the change waits for before it is acknowledged."""
         current = self.target
         if current is None:
             return []
@@ -349,145 +305,7 @@ class Connection:
                 log.info("%r: LUN %d resized to %d bytes", self, n, visible[n].size)
             for n in gone:
                 log.info("%r: LUN %d no longer visible", self, n)
-        return self._fence()
-
-    def _fence(self) -> list[asyncio.Task[ScsiResult]]:
-        writing: list[asyncio.Task[ScsiResult]] = []
-        for task in list(self.tasks.values()):
-            if self._may_run(task):
-                continue
-            if task.io is not None:
-                writing.append(task.io)
-                continue
-            log.info("%r: task %#x fenced: LUN %d is no longer visible", self, task.itt, task.lun_no)
-            if task.ws is not None:
-                self.data_out.end(task.itt, task.ws)
-            if task.runner is not None:
-                task.runner.cancel()
-            with contextlib.suppress(ConnectionError):
-                self._answer(task, check(ILLEGAL_REQUEST, LU_NOT_SUPPORTED))
-        return writing
-
-    def _may_run(self, task: Task) -> bool:
-        lun = self.nexus.visible.get(task.lun_no)
-        return lun is not None and lun.id == task.admitted.lun.id
-
-    # -------- SCSI commands
-    def _on_scsi(self, pdu: Pdu) -> None:
-        if not self._accept_cmd_sn(pdu):
-            return
-        itt = pdu.itt
-        if itt in self.tasks:
-            raise ProtocolError(f"task tag {itt:#x} already in use")
-        if len(self.tasks) >= MAX_TASKS:  # immediate commands are outside the CmdSN window: bound them too
-            raise ProtocolError(f"more than {MAX_TASKS} tasks at once")
-        edtl = pdu.u32(20)
-        write = bool(pdu.flags & 0x20)
-        if len(pdu.data) and not (write and self.params.immediate_data):
-            raise ProtocolError("immediate data without W bit or with ImmediateData=No")
-        if len(pdu.data) > edtl:
-            raise ProtocolError("immediate data beyond the expected transfer length")
-        if self._try_inline(pdu, write, edtl):
-            return
-        lun_no = decode_lun(pdu.lun_field)
-        screened = screen(self.nexus, lun_no, pdu.bhs[32:48], edtl if write else 0)
-        if isinstance(screened, ScsiResult):  # refused or answered before any data moves
-            self._emit_result(pdu, screened)
-            return
-        task = Task(pdu, lun_no, screened, time.monotonic())
-        need = min(edtl, screened.data_out) if write else 0
-        if need:
-            task.ws = self.data_out.start(pdu, edtl, need)
-        if not pdu.immediate:
-            self.numbers.inflight += 1
-        self.tasks[itt] = task
-        task.runner = asyncio.get_running_loop().create_task(self._run_scsi(task))
-
-    def _try_inline(self, pdu: Pdu, write: bool, edtl: int) -> bool:
-        """Complete a READ/WRITE right here when the page cache serves it without blocking.
-
-        Most commands of a busy session take this path: no task, no thread, the response
-        corked with its neighbours. Anything unusual (unit attention, masking, errors, data
-        still to come, a read that would touch the disk) goes the general way.
-        """
-        if write and len(pdu.data) != edtl:
-            return False
-        lun_no = decode_lun(pdu.lun_field)
-        result = self.host.executor.try_inline(self.nexus, lun_no, pdu.bhs[32:48], pdu.data if write else None)
-        if result is None:
-            return False
-        self._emit_result(pdu, result)
-        return True
-
-    async def _run_scsi(self, task: Task) -> None:
-        try:
-            result = await self._scsi_result(task)
-            self._answer(task, result)
-            if self.transport.backlogged():
-                await self.transport.writer.drain()
-        except asyncio.CancelledError:
-            pass
-        except (ConnectionError, OSError) as e:
-            log.debug("%r: could not complete task %#x: %s", self, task.itt, e)
-        except ProtocolError as e:
-            log.warning("%r: %s", self, e)
-            self.abort()
-        except Exception:
-            log.exception("%r: task %#x failed", self, task.itt)
-            self.abort()
-        finally:
-            if task.held:
-                self.budget.give(task.held)
-                task.held = 0
-            self._forget(task)
-
-    async def _scsi_result(self, task: Task) -> ScsiResult:
-        pdu, ws = task.pdu, task.ws
-        if ws is not None and not ws.complete:
-            remaining = task.arrived + self.data_out.timeout - time.monotonic()
-            try:
-                await asyncio.wait_for(self._data_phase(task, ws), max(remaining, 0))
-            except asyncio.TimeoutError:
-                self.data_out.timed_out(task.itt, ws)
-                return check(*(ws.failure or (ABORTED_COMMAND, INITIATOR_RESPONSE_TIMEOUT)))
-            except ScsiError as e:
-                return check(e.key, e.asc_ascq)
-        if ws is not None:
-            self.data_out.end(task.itt, ws)
-        # access is checked again now that the data is here: a revoke may have come meanwhile
-        if not self._may_run(task):
-            return check(ILLEGAL_REQUEST, LU_NOT_SUPPORTED)
-        lun = self.nexus.visible[task.lun_no]
-        if task.admitted.data_in:
-            task.held += await self.budget.take(task.admitted.data_in)
-        target = self.target
-        assert target is not None
-        payload = ws.payload if ws is not None else Payload()
-        task.io = asyncio.get_running_loop().create_task(
-            self.host.executor.execute(pdu.bhs[32:48], lun, payload, target.iqn)
-        )
-        return await asyncio.shield(task.io)  # aborting the command never cuts its file I/O short
-
-    async def _data_phase(self, task: Task, ws: WriteState) -> None:
-        task.held += await self.budget.take(ws.need)
-        await self.data_out.collect(task.pdu, ws)
-
-    def _answer(self, task: Task, result: ScsiResult) -> None:
-        """Send a task's response; MaxCmdSN opens up before the status goes out."""
-        self._forget(task)
-        self._emit_result(task.pdu, result)
-
-    def _forget(self, task: Task) -> None:
-        if self.tasks.get(task.itt) is task:
-            del self.tasks[task.itt]
-            if not task.pdu.immediate:
-                self.numbers.inflight -= 1
-        if task.ws is not None:
-            self.data_out.end(task.itt, task.ws)
-
-    def _emit_result(self, pdu: Pdu, result: ScsiResult) -> None:
-        pieces = scsi_response(pdu, result, self.numbers, self.params.initiator_mrdsl)
-        self.transport.emit([b for hdr, data in pieces for b in self.transport.frame(hdr, data)])
+        return self.commands.fence()
 
     # -------- other requests
     async def _on_nop(self, pdu: Pdu) -> None:
@@ -513,19 +331,19 @@ class Connection:
         response = TMF_COMPLETE
         if function == TMF_ABORT_TASK:
             ref = pdu.u32(20)
-            if ref in self.tasks:
-                await self._cancel(lambda task: task.itt == ref)
+            if ref in self.commands.tasks:
+                await self.commands.cancel(lambda task: task.itt == ref)
             elif not serial_lt(pdu.u32(32), pdu.u32(24)):
                 response = TMF_NO_TASK
         elif function in (TMF_ABORT_TASK_SET, TMF_CLEAR_TASK_SET, TMF_LOGICAL_UNIT_RESET):
             if function == TMF_LOGICAL_UNIT_RESET and lun_no not in self.nexus.visible:
                 response = TMF_NO_LUN
             else:
-                await self._cancel(lambda task: task.lun_no == lun_no)
+                await self.commands.cancel(lambda task: task.lun_no == lun_no)
                 if function == TMF_LOGICAL_UNIT_RESET:  # every I_T nexus of this LU, on every chunk, learns of it
                     self.host.unit_attention(self.nexus.visible[lun_no].id, LU_RESET_OCCURRED)
         elif function in (TMF_TARGET_WARM_RESET, TMF_TARGET_COLD_RESET):
-            await self._cancel(lambda task: True)
+            await self.commands.cancel(lambda task: True)
         elif function == TMF_CLEAR_ACA:  # we never establish ACA
             response = TMF_COMPLETE
         elif function == TMF_TASK_REASSIGN:  # needs ErrorRecoveryLevel 2
@@ -543,17 +361,6 @@ class Connection:
         await self.transport.send_pdu(hdr)
         if function == TMF_TARGET_COLD_RESET:
             raise ConnectionResetError("target cold reset")
-
-    async def _cancel(self, which: Callable[[Task], bool]) -> None:
-        """Abort tasks (no response for them) and wait until none of them can still touch a file."""
-        tasks = [t for t in self.tasks.values() if which(t)]
-        for t in tasks:
-            self._forget(t)
-            if t.runner is not None:
-                t.runner.cancel()
-        waits = [x for t in tasks for x in (t.runner, t.io) if x is not None]
-        if waits:
-            await asyncio.gather(*waits, return_exceptions=True)
 
     async def _on_text(self, pdu: Pdu) -> None:
         if not self._accept_cmd_sn(pdu):
@@ -611,7 +418,7 @@ class Connection:
 
     async def _on_logout(self, pdu: Pdu) -> None:
         self._accept_cmd_sn(pdu)
-        runners = [t.runner for t in self.tasks.values() if t.runner is not None]
+        runners = self.commands.runners()
         if runners:
             await asyncio.wait(runners, timeout=10)
         n = self.numbers

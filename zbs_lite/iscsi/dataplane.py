@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from zbs_lite.catalog import Catalog, CatalogSnapshot, LunView
 from zbs_lite.iscsi.backstore import BlockIo, LunFile
-from zbs_lite.iscsi.connection import DATA_OUT_TIMEOUT, SESSION_BUFFER_BUDGET, SessionLimits
+from zbs_lite.iscsi.commands import DATA_OUT_TIMEOUT, SESSION_BUFFER_BUDGET, SessionLimits
 from zbs_lite.iscsi.portal import Portal
 from zbs_lite.iscsi.redirector import HashRing, ring_key
 from zbs_lite.iscsi.scsi import Executor

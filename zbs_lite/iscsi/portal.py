@@ -9,7 +9,8 @@ import logging
 from typing import Protocol
 
 from zbs_lite.catalog import Catalog, CatalogSnapshot
-from zbs_lite.iscsi.connection import Connection, SessionLimits
+from zbs_lite.iscsi.commands import SessionLimits
+from zbs_lite.iscsi.connection import Connection
 from zbs_lite.iscsi.scsi import Executor
 
 log = logging.getLogger(__name__)
