@@ -9,16 +9,23 @@ successful :func:`start` means the LUN is readable at ``disk``.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..runner import Runner
 
+log = logging.getLogger(__name__)
+
 NODE_NAME = "lun"
 EXPORT_ID = "exp"
+# qemu's iscsi ``timeout``: a command unanswered this long (s) makes libiscsi reconnect and
+# retry it, through the VIP, so a stuck chunk is left behind (Linux sd's default is also 30 s).
+REQUEST_TIMEOUT = 30
 
 
 @dataclass(frozen=True)
@@ -35,13 +42,14 @@ class QsdExport:
     readonly: bool = False
     chap_user: str = ""
     chap_secret_file: Path | None = None  # a 0600 file holding the CHAP secret (never argv)
+    request_timeout: int = REQUEST_TIMEOUT
 
     def argv(self) -> list[str]:
         host, _, port = self.portal.rpartition(":")
         blockdev = (
             f"driver=iscsi,node-name={NODE_NAME},transport=tcp,portal={host}:{port},"
             f"target={self.target_iqn},lun={self.lun},initiator-name={self.initiator},"
-            f"read-only={'on' if self.readonly else 'off'}"
+            f"read-only={'on' if self.readonly else 'off'},timeout={self.request_timeout}"
         )
         argv = [
             "qemu-storage-daemon",
@@ -99,8 +107,9 @@ def is_ours(pid: int, marker: str) -> bool:
     return "qemu-storage-daemon" in cmdline and bool(marker) and marker in cmdline
 
 
-def stop(pid: int, marker: str, grace: float = 30.0) -> None:
-    """SIGTERM the daemon (it logs out and removes its export), SIGKILL after ``grace`` seconds.
+def stop(pid: int, marker: str, grace: float = 30.0, on_stuck: Callable[[], None] | None = None) -> None:
+    """SIGTERM the daemon (it logs out and removes its export); one still running after
+    ``grace`` seconds gets ``on_stuck`` called, then SIGKILL (waited for up to 10 s).
 
     Only a pid that :func:`is_ours` for ``marker`` (a path of this attachment) is signalled.
     """
@@ -110,5 +119,12 @@ def stop(pid: int, marker: str, grace: float = 30.0) -> None:
     deadline = time.monotonic() + grace
     while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    if pid_alive(pid):
-        os.kill(pid, signal.SIGKILL)
+    if not pid_alive(pid):
+        return
+    log.warning("qemu-storage-daemon %d ignores SIGTERM: killing it", pid)
+    if on_stuck is not None:
+        on_stuck()
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
