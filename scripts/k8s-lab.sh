@@ -27,6 +27,9 @@ LOGS="$LAB/logs"
 KL="$LAB/kubelet"
 CTRD="$LAB/containerd"
 log() { printf '%s [k8s-lab] %s\n' "$(date +%T)" "$*" >&2; }
+# timed NAME CMD...: run CMD, adding "NAME Ns" to the summary up prints (and the stage reports)
+TIMES=()
+timed() { local name="$1" t0=$SECONDS; shift; "$@"; TIMES+=("$name $((SECONDS - t0))s"); }
 die() { log "$*"; exit 1; }
 
 # The bridge, cgroup and IQN names derive from the work directory, so two labs never share one.
@@ -241,7 +244,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 EOF
   start containerd "${NODE_EXEC[@]}" containerd --config "$CTRD/config.toml"
   wait_for containerd 60 ctr --address "$CTRD/containerd.sock" version
-  images
+  timed "sidecar images" sidecar_images
+  timed "driver image" driver_image
   cat >"$KL/config.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -274,11 +278,12 @@ EOF
 
 node_ready() { [ "$(k get node "$NODE" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}')" = True ]; }
 
-# The images, tagged exactly as the manifests name them: the driver from driver/Containerfile
-# (on the local Debian image scripts/build-image.sh makes, no registry needed), the sidecars
-# and the two stand-ins from the binaries, the sandbox (pause) and a busybox for workloads.
-images() {
-  local -A tag
+# The images, tagged exactly as the manifests name them (the role's defaults): the driver from
+# driver/Containerfile (on the local Debian image scripts/build-image.sh makes, no registry
+# needed), the sidecars and the two stand-ins from the binaries, the sandbox (pause) and a
+# busybox for workloads.
+declare -A tag
+image_tags() {
   local key value
   while IFS='=' read -r key value; do tag[$key]="$value"; done < <("$VENV/python" - "$ROOT/roles/zbs_csi/defaults/main.yml" <<'PY'
 import sys, yaml
@@ -288,6 +293,10 @@ for k, v in d["zbs_csi_sidecar_images"].items():
     print(f"{k}={v}")
 PY
 )
+}
+
+sidecar_images() {
+  image_tags
   # The role pins the sidecar versions CI tests: refuse to run other ones under their names.
   local name want
   for name in provisioner attacher resizer snapshotter snapshot_controller; do
@@ -307,9 +316,13 @@ PY
     "${tag[livenessprobe]}=/livenessprobe:$BIN/livenessprobe" \
     "$PAUSE_IMAGE=/pause:$BIN/pause" \
     "$WORKLOAD_IMAGE=/bin/busybox:$(command -v busybox)" | ctrimport -
+}
 
+driver_image() {
+  image_tags
   export CONTAINERS_CONF="$ROOT/extensions/molecule/containers.conf"
-  local base; base="$("$ROOT/scripts/build-image.sh")"
+  local base t0=$SECONDS; base="$("$ROOT/scripts/build-image.sh")"
+  TIMES+=("base image $((SECONDS - t0))s")
   log "building ${tag[driver]} from driver/Containerfile on $base"
   # Behind a TLS-inspecting proxy pip needs this host's CA bundle and pip settings: lend them to
   # the build's RUN steps (they do not end up in the image).
@@ -374,6 +387,8 @@ PY
     -e ansible_python_interpreter="$VENV/python" "$ROOT/playbooks/install_csi.yml" -e "@$LAB/csi-vars.yml" "$@"
 }
 
+binaries() { BIN="$("$ROOT/scripts/k8s-build.sh")"; }
+
 write_state() {
   {
     echo "export K8S_LAB_DIR=$LAB K8S_LAB_BIN=$BIN KUBECONFIG=$PKI/admin.kubeconfig KUBECACHEDIR=$LAB/kube-cache"
@@ -405,7 +420,8 @@ up() {
   [ "${#sock}" -le 100 ] || die "K8S_LAB_DIR is too long for unix socket paths under it: $LAB"
   mkdir -p "$LAB" "$RUN" "$LOGS"; LAB="$(cd "$LAB" && pwd)"
   export K8S_LAB_DIR="$LAB"
-  BIN="$("$ROOT/scripts/k8s-build.sh")"
+  local t0=$SECONDS
+  timed binaries binaries
   if [ -f "$LAB/lab.env" ]; then load_state; fi
   NET="${K8S_LAB_NET:-$(pick_subnet)}"
   NODE_IP="$NET.1" SVC_IP="$NET.129"
@@ -417,10 +433,11 @@ up() {
   write_state
   net_up
   pki
-  control_plane_up
-  node_up
+  timed "control plane" control_plane_up
+  timed "node (images included)" node_up
   zbs_lite_up
-  install
+  timed role install
+  log "up in $((SECONDS - t0))s: $(printf '%s, ' "${TIMES[@]}" | sed 's/, $//')"
   log "up: source <(scripts/k8s-lab.sh env); kubectl get pods -A"
 }
 

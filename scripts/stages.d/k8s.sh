@@ -9,8 +9,8 @@ stage_k8s() {
   local rc=0 t0=$SECONDS
   export K8S_LAB_DIR="$dir"
   if "$ROOT/scripts/k8s-lab.sh" up >"$dir.up.log" 2>&1; then
-    echo "k8s: lab up in $((SECONDS - t0))s"
-    run_pytest -p no:cacheprovider tests/k8s || rc=1
+    echo "k8s: lab up in $((SECONDS - t0))s ($(sed -n 's/.*\[k8s-lab\] up in //p' "$dir.up.log"))"
+    python -m pytest -p no:cacheprovider --basetemp "$dir/pytest" tests/k8s || rc=1
   else
     rc=1; tail -60 "$dir.up.log"
   fi
