@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Union
 
 from zbs_lite.catalog import ConnectionInfo, LunView, TargetView
 from zbs_lite.iscsi import access, scsi
-from zbs_lite.iscsi.chap import ChapAuthenticator, ChapError
+from zbs_lite.iscsi.chap import ChapAuthenticator, ChapError, verify_with_backoff
 from zbs_lite.iscsi.negotiation import NegotiationError, SessionParams, negotiate
 from zbs_lite.iscsi.pdu import (
     BHS_LEN,
@@ -55,6 +55,7 @@ from zbs_lite.iscsi.pdu import (
     serial_le,
     serial_lt,
 )
+from zbs_lite.throttle import Throttled
 
 if TYPE_CHECKING:
     from zbs_lite.iscsi.dataplane import Portal
@@ -353,7 +354,9 @@ class Connection:
                     if "CHAP_R" in keys:
                         if chap is None:
                             raise LoginFailed(LOGIN_INITIATOR_ERROR, "CHAP_R before a challenge")
-                        answers += chap.verify(keys)
+                        assert self.target is not None
+                        who = (self.peer_ip, self.initiator, self.target.iqn)
+                        answers += verify_with_backoff(chap, keys, self.portal.plane.throttle, *who)
                         authenticated = True
                         log.info("%r: CHAP authentication succeeded", self)
                     if not chap_required and "AuthMethod" not in keys:
@@ -370,6 +373,10 @@ class Connection:
             except ChapError as e:
                 log.warning("%r: CHAP authentication failed: %s", self, e)
                 await self._login_reject(pdu, LOGIN_AUTH_FAILED)
+                return False
+            except Throttled as e:
+                log.warning("%r: refused unchecked after failed CHAP logins; next check in %d s", self, e.seconds)
+                await self._login_reject(pdu, LOGIN_SERVICE_UNAVAILABLE)
                 return False
             except LoginFailed as e:
                 log.warning("%r: login refused (%d/%d): %s", self, e.status[0], e.status[1], e)

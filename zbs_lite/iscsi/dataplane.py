@@ -21,6 +21,7 @@ from typing import Any
 from zbs_lite.catalog import Catalog, LunView
 from zbs_lite.iscsi.connection import Connection
 from zbs_lite.iscsi.scsi import LunFile, ScsiDevice
+from zbs_lite.throttle import LoginThrottle
 
 log = logging.getLogger(__name__)
 
@@ -144,8 +145,10 @@ class DataPlane:
         *,
         io_threads: int = 16,
         health_interval: float = HEALTH_INTERVAL,
+        throttle: LoginThrottle | None = None,
     ) -> None:
         self.catalog = catalog
+        self.throttle = throttle or LoginThrottle()  # CHAP failures back off like API logins
         self._vip_addr = vip
         self._chunk_addrs = list(chunks)
         self._io_threads = io_threads
