@@ -26,6 +26,7 @@ from zbs_lite.api import Api
 from zbs_lite.db import Database
 from zbs_lite.dbcatalog import DbCatalog
 from zbs_lite.http import HttpFront, server_context
+from zbs_lite.iscsi import DataPlane
 from zbs_lite.private import check_secret_file, private_dir, private_file
 from zbs_lite.settings import Settings
 from zbs_lite.storage import Pool, PoolKind
@@ -126,8 +127,7 @@ class Service:
         self.data_dir = opts.data_dir.resolve()
         self._stop = threading.Event()
         self._lock_fh: Any = None
-        self.dataplane: Any = None
-        self.dataplane_error: str | None = None
+        self.dataplane: DataPlane | None = None
         self.fronts: list[HttpFront] = []
         self.control: control.ControlServer | None = None
         self.pool: Pool | None = None
@@ -230,7 +230,6 @@ class Service:
             "vip": dp["vip"],
             "chunks": [{"n": c["n"], "portal": c["portal"]} for c in dp["chunks"]],
             "data_plane": dp["present"],
-            "data_plane_error": self.dataplane_error,
             "data_path": str(self.pool.root),
             "pool": self.pool.kind,
             "clone_mode": self.pool.clone_mode,
@@ -249,32 +248,12 @@ class Service:
         return state
 
     def _start_dataplane(self, vip: tuple[str, int], chunks: list[tuple[str, int]]) -> None:
-        try:
-            from zbs_lite import iscsi
-        except ImportError:
-            return
-        cls = getattr(iscsi, "DataPlane", None)
-        if cls is None:
-            return
-        try:
-            self.dataplane = cls(self.catalog, vip, chunks, throttle=self.api.throttle if self.api else None)
-            self.dataplane.start()
-        except Exception as exc:
-            log.exception("the iSCSI data plane did not start; serving the API only")
-            self.dataplane = None
-            self.dataplane_error = str(exc) or type(exc).__name__
+        self.dataplane = DataPlane(self.catalog, vip, chunks, throttle=self.api.throttle if self.api else None)
+        self.dataplane.start()
 
     def dataplane_status(self) -> dict[str, Any]:
-        if self.dataplane is None:
-            vip = self.opts.vip
-            chunks = [
-                {"n": i + 1, "portal": f"{ip}:{self.opts.chunk_port}", "up": False, "sessions": 0}
-                for i, ip in enumerate(self.api.settings.chunk_ips if self.api else ())
-            ]
-            return {"present": False, "vip": vip, "chunks": chunks}
-        st = dict(self.dataplane.status())
-        st["present"] = True
-        return st
+        assert self.dataplane is not None, "the data plane starts before anything asks for its status"
+        return {**self.dataplane.status(), "present": True}
 
     def handle_control(self, req: dict[str, Any]) -> dict[str, Any]:
         op = req.get("op")
@@ -285,8 +264,7 @@ class Service:
             n = req.get("n")
             if not isinstance(n, int) or not 1 <= n <= self.opts.chunks:
                 return {"ok": False, "error": f"chunk number must be 1..{self.opts.chunks}"}
-            if self.dataplane is None:
-                return {"ok": False, "error": "the iSCSI data plane is not running"}
+            assert self.dataplane is not None
             if op == "chunk_stop":
                 self.dataplane.stop_chunk(n)
             else:

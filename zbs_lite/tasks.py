@@ -98,7 +98,7 @@ class TaskExecutor:
         self.pool = pool
 
     def run(self, task_id: str) -> None:
-        with self.db.write(hooks=False) as conn:
+        with self.db.write() as conn:
             task = conn.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
             if task is None or task["status"] not in ACTIVE:
                 return

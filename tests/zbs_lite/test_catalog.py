@@ -39,20 +39,20 @@ def settle(api: Api) -> None:
 
 def test_catalog_follows_commits(plane: tuple[Api, DbCatalog]) -> None:
     api, cat = plane
-    g0 = cat.generation()
+    g0 = cat.snapshot().generation
     t = api.call(
         "create-iscsi-target", [{"name": "cat", "cluster_id": api.cluster_id, "replica_num": 2, "thin_provision": True}]
     )
     settle(api)
     tid = t[0]["data"]["id"]
-    view = cat.target_by_iqn("iqn.2016-02.com.smartx:system:cat")
-    assert view is not None and view.id == tid and cat.generation() > g0
+    view = cat.snapshot().target_by_iqn("iqn.2016-02.com.smartx:system:cat")
+    assert view is not None and view.id == tid and cat.snapshot().generation > g0
     api.call(
         "update-iscsi-target",
         {"where": {"id": tid}, "data": {"chap_enabled": True, "chap_name": "u", "chap_secret": "abcdefghijkl"}},
     )
     settle(api)
-    view = cat.target_by_iqn("iqn.2016-02.com.smartx:system:cat")
+    view = cat.snapshot().target_by_iqn("iqn.2016-02.com.smartx:system:cat")
     assert view is not None and view.chap_enabled and view.chap_secret == "abcdefghijkl"
     assert "abcdefghijkl" not in repr(view)
 
@@ -61,19 +61,19 @@ def test_catalog_follows_commits(plane: tuple[Api, DbCatalog]) -> None:
         [{"name": "l", "iscsi_target_id": tid, "assigned_size": 1 << 20, "replica_num": 2, "allowed_initiators": ""}],
     )
     settle(api)
-    (lv,) = cat.luns(tid)
+    (lv,) = cat.snapshot().luns(tid)
     assert lv.size == 1 << 20 and lv.lun_id == 1 and lv.allowed_initiators == ""
     assert Path(lv.path).stat().st_size == 1 << 20
     ino = Path(lv.path).stat().st_ino
-    g1 = cat.generation()
+    g1 = cat.snapshot().generation
     api.call("update-iscsi-lun", {"where": {"id": lun[0]["data"]["id"]}, "data": {"assigned_size": 2 << 20}})
     settle(api)
-    (lv2,) = cat.luns(tid)
-    assert cat.generation() > g1 and lv2.size == 2 << 20 and Path(lv2.path).stat().st_ino == ino
+    (lv2,) = cat.snapshot().luns(tid)
+    assert cat.snapshot().generation > g1 and lv2.size == 2 << 20 and Path(lv2.path).stat().st_ino == ino
 
     api.call("delete-iscsi-lun", {"where": {"id": lun[0]["data"]["id"]}})
     settle(api)
-    assert cat.luns(tid) == [] and not Path(lv.path).exists()
+    assert cat.snapshot().luns(tid) == () and not Path(lv.path).exists()
 
 
 def test_connections_registry_backs_get_iscsi_connections(plane: tuple[Api, DbCatalog]) -> None:

@@ -106,7 +106,7 @@ class Rig:
 
     def qemu_io(self, lun: LunView, *commands: str, portal: str | None = None, initiator: str = IQN_A) -> str:
         """Run qemu-io commands on the LUN as `initiator` (qemu takes the IQN only as a block option)."""
-        target = next(t for t in self.catalog.targets() if t.id == lun.target_id)
+        target = next(t for t in self.catalog.snapshot().targets() if t.id == lun.target_id)
         return qemu_io(portal or self.vip, target.iqn, lun.lun_id, initiator, *commands)
 
     def serving_chunk(self) -> int:
