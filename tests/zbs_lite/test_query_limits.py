@@ -7,6 +7,7 @@ empty arrays are what the spec allows.
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
@@ -117,3 +118,22 @@ def test_an_empty_array_is_a_no_op(api: Api, op: str) -> None:
     before = api.ok("get-tasks-connection", {})
     assert api.ok(op, []) == []
     assert api.ok("get-tasks-connection", {}) == before
+
+
+def test_random_large_filters_are_answered_never_with_a_500(api: Api) -> None:
+    """Trees of up to 1,500 terms, mixed combinators, relations, lists, long patterns: 200 or 400."""
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+
+    def tree(budget: int, depth: int) -> dict[str, Any]:
+        if budget <= 1 or depth > 10 or rng.random() < 0.2:
+            leaves = [{"name": "x"}, {"lun_id_gt": 3}, {"name_in": ["a"] * rng.randint(0, 3000)},
+                      {"iscsi_target": {"name_starts_with": "t"}}, {"name_contains": "*" * 20000}]  # fmt: skip
+            return rng.choice(leaves)
+        n = rng.randint(2, min(budget, 1200))
+        return {rng.choice(["AND", "OR", "NOT"]): [tree(budget // n, depth + 1) for _ in range(n)]}
+
+    for _ in range(30):
+        where = tree(rng.randint(1, 1500), 0)
+        status, data = api.call(rng.choice(LIST_AND_COUNT), {"where": where})
+        assert status in (200, 400), (seed, data)
