@@ -129,7 +129,11 @@ class _Handler(BaseHTTPRequestHandler):
         chunked = self.headers.get("Transfer-Encoding", "").strip().lower()
         if chunked and chunked != "chunked":
             self.close_connection = True
-            raise ApiError(411, f"Transfer-Encoding {chunked!r}: only chunked or a Content-Length")
+            raise ApiError(
+                501,
+                f"Transfer-Encoding {chunked!r}: send chunked or a Content-Length",
+                code=ErrorCode.MALFORMED_REQUEST,
+            )
         lengths = set(self.headers.get_all("Content-Length") or ["0"])
         text = lengths.pop().strip() if len(lengths) == 1 else ""
         if not chunked and not text.isdigit():

@@ -133,6 +133,9 @@ def test_chunked_bodies_are_read_whole_or_not_run(plain: ZbsLiteProcess) -> None
     status, _, answer = raw(plain, head + b"%x\r\n" % len(body) + body + b"\r\n", plain=True)  # no last chunk
     assert status == 400 and "nothing was executed" in answer["message"]
     assert api.ok("get-iscsi-luns", {"where": {"name": cut}}) == []
+    head = head.replace(b"chunked", b"gzip, chunked")
+    status, _, answer = raw(plain, head + b"0\r\n\r\n", plain=True)
+    assert status == 501 and answer["code"] == "MalformedRequest"
 
 
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "BREW"])
