@@ -59,6 +59,7 @@ class CmdlineWatcher(threading.Thread):
                     self.seen_modules += 1
                 if b"zbs-csi\0--mode=all" in argv:
                     self.seen_driver = True
+            time.sleep(0.002)  # a module's /bin/sh lives for its Python's start-up: far longer than this
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -66,9 +67,11 @@ class CmdlineWatcher(threading.Thread):
 
 
 def test_the_quickstart_driver_start_keeps_the_password_off_argv(
-    playbook_runner: PlaybookRunner, tmp_path: Path
+    playbook_runner: PlaybookRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     password = "Qs" + secrets.token_hex(12)
+    # A shell that once ran `eval "$(zbs-lite env ...)"` for another instance: its password must not win.
+    monkeypatch.setenv("ZBS_PASSWORD", "stale-password-of-another-zbs-lite")
     qs_dir = tmp_path / "qs"
     base = random_loopback_base()
     playbook = tmp_path / "driver-start.yml"
