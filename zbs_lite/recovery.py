@@ -11,7 +11,7 @@ log = logging.getLogger(__name__)
 
 
 def reconcile(db: Database, pool: Pool) -> dict[str, int]:
-    """Remove files no row owns and report rows whose file is missing; returns the counts."""
+    """Remove files no row owns and report LUNs whose file was made and is gone; returns the counts."""
     with db.read() as conn:
         luns = {r["local_id"]: r for r in conn.execute("SELECT * FROM luns")}
         snaps = {r["local_id"] for r in conn.execute("SELECT local_id FROM snapshots")}
@@ -23,7 +23,9 @@ def reconcile(db: Database, pool: Pool) -> dict[str, int]:
                 f.unlink()
                 fixed["orphans_removed"] += 1
     for local_id, row in luns.items():
-        if row["entity_async_status"] != "CREATING" and not pool.lun_path(local_id).exists():
+        # file_size is set when a task has made the file: 0 means its create task has not run yet
+        # (it runs again after this), whatever happened to the row meanwhile (a resize, a delete)
+        if row["file_size"] > 0 and not pool.lun_path(local_id).exists():
             log.error("LUN %s (%s) has no data file", row["name"], local_id)
             fixed["missing_files"] += 1
     return fixed

@@ -291,6 +291,7 @@ class Service:
                 self.dataplane.stop()
             except Exception:
                 log.exception("stopping the data plane failed")
+            self.catalog.flush_connections()  # the sessions it just closed, recorded before the database closes
         if self.api is not None:
             self.api.runner.stop()
         if self.db is not None:

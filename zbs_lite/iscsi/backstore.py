@@ -20,6 +20,7 @@ FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
 NOWAIT = getattr(os, "RWF_NOWAIT", 0)
 INLINE_WRITE_MAX = 256 * 1024  # bigger writes copy long enough in the kernel to be worth a thread
+IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
 
 T = TypeVar("T")
 
@@ -37,6 +38,54 @@ def pwrite_all(fd: int, data: memoryview, offset: int) -> None:
         n = os.pwrite(fd, data, offset)
         data = data[n:]
         offset += n
+
+
+def pwritev_all(fd: int, bufs: list[memoryview], offset: int) -> None:
+    """Write a list of buffers back to back, IOV_MAX at a time, finishing partial writes."""
+    i = 0
+    bufs = [b for b in bufs if len(b)]
+    while i < len(bufs):
+        n = os.pwritev(fd, bufs[i : i + IOV_MAX], offset)
+        offset += n
+        while n and i < len(bufs):
+            if n >= len(bufs[i]):
+                n -= len(bufs[i])
+                i += 1
+            else:
+                bufs[i] = bufs[i][n:]
+                n = 0
+
+
+class Payload:
+    """A command's Data-Out as it arrived: the PDUs' own buffers, by offset, never gathered into one.
+
+    Memory grows only with the data the peer actually sent; the parts of different bursts
+    never overlap (the data phase checks every offset), so sorted they cover 0..len().
+    """
+
+    def __init__(self) -> None:
+        self._parts: list[tuple[int, memoryview]] = []
+        self._length = 0
+
+    def add(self, offset: int, data: bytes | memoryview) -> None:
+        if len(data):
+            self._parts.append((offset, memoryview(data)))
+            self._length += len(data)
+
+    def __len__(self) -> int:
+        return self._length
+
+    def views(self, length: int) -> list[memoryview]:
+        """Buffers covering bytes 0..length, in order."""
+        out = []
+        for offset, part in sorted(self._parts, key=lambda p: p[0]):
+            if offset >= length:
+                break
+            out.append(part[: length - offset])
+        return out
+
+    def tobytes(self, length: int | None = None) -> bytes:
+        return b"".join(self.views(self._length if length is None else length))
 
 
 def punch_hole(fd: int, offset: int, length: int) -> None:
@@ -116,14 +165,17 @@ class BlockIo:
                 return
         await self.run(os.preadv, fd, [buf], offset)
 
-    async def write(self, fd: int, data: memoryview, offset: int) -> None:
-        """Write data; inline when the kernel can take it without blocking."""
-        if NOWAIT and len(data) <= INLINE_WRITE_MAX:
+    async def write(self, fd: int, bufs: list[memoryview], offset: int) -> None:
+        """Write buffers back to back; inline when the kernel can take them all without blocking."""
+        total = sum(len(b) for b in bufs)
+        if NOWAIT and total <= INLINE_WRITE_MAX and len(bufs) <= IOV_MAX:
             try:
-                n = os.pwritev(fd, [data], offset, NOWAIT)
+                n = os.pwritev(fd, bufs, offset, NOWAIT)
             except OSError:
                 n = 0
-            if n == len(data):
+            if n == total:
                 return
-            data, offset = data[n:], offset + n
-        await self.run(pwrite_all, fd, data, offset)
+            if n:  # the rest on a thread, from where the kernel stopped
+                await self.run(pwrite_all, fd, memoryview(b"".join(bufs))[n:], offset + n)
+                return
+        await self.run(pwritev_all, fd, list(bufs), offset)

@@ -1,8 +1,8 @@
 """One iSCSI connection (= one session: MaxConnections=1) on a chunk or on the VIP portal.
 
-The login (login.py) then the full-feature phase: each PDU is dispatched here, SCSI
-commands run concurrently as asyncio tasks, their data phases in dataout.py and their
-semantics in the SCSI core (scsi.py), which this module never interprets. A chunk serves
+The login (login.py) then the full-feature phase: each PDU is dispatched here; SCSI
+commands run concurrently in commands.py (their semantics in the SCSI core, scsi.py, which
+this module never interprets). A chunk serves
 data; the VIP portal only answers discovery and redirects normal logins to a chunk. Any
 protocol violation drops this connection only: it is logged, and every other connection
 carries on.
@@ -14,12 +14,12 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable
 from typing import Protocol
 
 from zbs_lite.catalog import Catalog, CatalogSnapshot, ConnectionInfo, TargetView
 from zbs_lite.iscsi import access
-from zbs_lite.iscsi.dataout import DataOut, WriteState, next_ttt
+from zbs_lite.iscsi.commands import Commands, SessionLimits
+from zbs_lite.iscsi.dataout import next_ttt
 from zbs_lite.iscsi.login import PORTAL_GROUP_TAG, Identity, Login, LoginPortal
 from zbs_lite.iscsi.negotiation import SessionParams
 from zbs_lite.iscsi.numbering import Numbering
@@ -49,9 +49,11 @@ from zbs_lite.iscsi.pdu import (
     parse_text,
     serial_lt,
 )
-from zbs_lite.iscsi.responses import scsi_response
-from zbs_lite.iscsi.scsi import Executor, Nexus, screen
-from zbs_lite.iscsi.sense import LU_RESET_OCCURRED, ScsiError, ScsiResult, check
+from zbs_lite.iscsi.scsi import Executor, Nexus
+from zbs_lite.iscsi.sense import (
+    LU_RESET_OCCURRED,
+    ScsiResult,
+)
 from zbs_lite.iscsi.transport import PduTransport, ProtocolError
 
 log = logging.getLogger(__name__)
@@ -103,7 +105,13 @@ class Host(LoginPortal, Protocol):
 
 
 class Connection:
-    def __init__(self, host: Host, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self,
+        host: Host,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        limits: SessionLimits,
+    ) -> None:
         self.host = host
         self.catalog = host.catalog
         peer = writer.get_extra_info("peername") or ("?", 0)
@@ -113,10 +121,10 @@ class Connection:
         self.numbers = Numbering()
         self.identity = Identity()
         self.nexus = Nexus()
-        self.data_out = DataOut(self.transport, self.numbers, self.params, self)
-        self.tasks: dict[int, asyncio.Task[None]] = {}
-        self.task_luns: dict[int, int] = {}
-        self.text_pending: dict[int, bytes] = {}
+        self.commands = Commands(
+            self.transport, self.numbers, self.params, self.identity, self.nexus, host.executor, limits, self
+        )
+        self.text_pending: tuple[int, bytes] | None = None  # the rest of a Text answer: (TTT, bytes)
         self.conn_info: ConnectionInfo | None = None
 
     def __repr__(self) -> str:
@@ -160,10 +168,8 @@ class Connection:
     async def _close(self) -> None:
         self.transport.flush()  # a last login reject, redirect or logout response still goes out
         self.transport.closed = True
-        for t in list(self.tasks.values()):
-            t.cancel()
-        if self.tasks:
-            await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        await self.commands.cancel(lambda task: True)
+        self.text_pending = None
         self.host.session_ended(self)
         if self.conn_info is not None:
             try:
@@ -230,12 +236,16 @@ class Connection:
         while not self.transport.closed:
             pdu = await self.transport.read()
             op = pdu.opcode
+            if self.identity.discovery and op not in (OP_TEXT, OP_NOP_OUT, OP_LOGOUT):
+                await self._reject(pdu, REJECT_PROTOCOL_ERROR)  # RFC 7143 4.3: Text and Logout only
+                raise ProtocolError(f"opcode {op:#x} on a discovery session")
             if op == OP_SCSI_CMD:
-                self._on_scsi(pdu)
+                if self._accept_cmd_sn(pdu):
+                    self.commands.submit(pdu)
                 if self.transport.backlogged():
                     await self.transport.writer.drain()
             elif op == OP_DATA_OUT:
-                self.data_out.on_data_out(pdu)
+                self.commands.data(pdu)
             elif op == OP_NOP_OUT:
                 await self._on_nop(pdu)
             elif op == OP_TASK_MGMT:
@@ -276,106 +286,26 @@ class Connection:
         """Queue a UNIT ATTENTION for the LUN with this catalog id, if this session sees it."""
         self.nexus.unit_attention(lun_id, asc_ascq)
 
-    def catalog_changed(self, snap: CatalogSnapshot) -> None:
-        """Re-apply masking and whitelists to this session (on the loop, when its target changed)."""
+    def catalog_changed(self, snap: CatalogSnapshot) -> list[asyncio.Task[ScsiResult]]:
+        """Re-apply masking and whitelists to this session (on the loop, when its target changed),
+        and fence its commands to LUNs it may no longer use (Commands.fence); returns the writes
+        already under way, which the change waits for before it is acknowledged."""
         current = self.target
         if current is None:
-            return
+            return []
         target = snap.by_id.get(current.id)
         if target is None or target.iqn != current.iqn:
             self.nexus.show({})
-            return
-        self.identity.target = target
-        ident = self.identity
-        visible = access.visible_luns(target, list(snap.luns(target.id)), ident.initiator, self.peer_ip)
-        resized, gone = self.nexus.show(visible)
-        for n in resized:
-            log.info("%r: LUN %d resized to %d bytes", self, n, visible[n].size)
-        for n in gone:
-            log.info("%r: LUN %d no longer visible", self, n)
-
-    # -------- SCSI commands
-    def _on_scsi(self, pdu: Pdu) -> None:
-        if not self._accept_cmd_sn(pdu):
-            return
-        itt = pdu.itt
-        if itt in self.tasks:
-            raise ProtocolError(f"task tag {itt:#x} already in use")
-        edtl = pdu.u32(20)
-        write = bool(pdu.flags & 0x20)
-        if len(pdu.data) and not (write and self.params.immediate_data):
-            raise ProtocolError("immediate data without W bit or with ImmediateData=No")
-        if len(pdu.data) > edtl:
-            raise ProtocolError("immediate data beyond the expected transfer length")
-        if self._try_inline(pdu, write, edtl):
-            return
-        ws = self.data_out.start(pdu, edtl) if write and edtl else None
-        if not pdu.immediate:
-            self.numbers.inflight += 1
-        task = asyncio.get_running_loop().create_task(self._run_scsi(pdu, ws))
-        self.tasks[itt] = task
-        self.task_luns[itt] = decode_lun(pdu.lun_field)
-
-    def _try_inline(self, pdu: Pdu, write: bool, edtl: int) -> bool:
-        """Complete a READ/WRITE right here when the page cache serves it without blocking.
-
-        Most commands of a busy session take this path: no task, no thread, the response
-        corked with its neighbours. Anything unusual (unit attention, masking, errors, data
-        still to come, a read that would touch the disk) goes the general way.
-        """
-        if write and len(pdu.data) != edtl:
-            return False
-        lun_no = decode_lun(pdu.lun_field)
-        result = self.host.executor.try_inline(self.nexus, lun_no, pdu.bhs[32:48], pdu.data if write else None)
-        if result is None:
-            return False
-        self._emit_result(pdu, result)
-        return True
-
-    async def _run_scsi(self, pdu: Pdu, ws: WriteState | None) -> None:
-        itt = pdu.itt
-        try:
-            result = await self._scsi_result(pdu, ws)
-            if not pdu.immediate:
-                self.numbers.inflight -= 1
-                self.tasks.pop(itt, None)  # MaxCmdSN opens up before the status goes out
-            self._emit_result(pdu, result)
-            if self.transport.backlogged():
-                await self.transport.writer.drain()
-        except asyncio.CancelledError:
-            pass
-        except (ConnectionError, OSError) as e:
-            log.debug("%r: could not complete task %#x: %s", self, itt, e)
-        except ProtocolError as e:
-            log.warning("%r: %s", self, e)
-            self.abort()
-        except Exception:
-            log.exception("%r: task %#x failed", self, itt)
-            self.abort()
-        finally:
-            if self.tasks.pop(itt, None) is not None and not pdu.immediate:
-                self.numbers.inflight -= 1
-            self.task_luns.pop(itt, None)
-            self.data_out.forget(itt)
-
-    async def _scsi_result(self, pdu: Pdu, ws: WriteState | None) -> ScsiResult:
-        cdb = pdu.bhs[32:48]
-        screened = screen(self.nexus, decode_lun(pdu.lun_field), cdb)
-        if isinstance(screened, ScsiResult):
-            return screened
-        if ws is not None and not ws.complete:
-            try:
-                await self.data_out.collect(pdu, ws)
-            except ScsiError as e:
-                return check(e.key, e.asc_ascq)
-            self.data_out.forget(pdu.itt)
-        target = self.target
-        assert target is not None
-        return await self.host.executor.execute(cdb, screened, ws.buffer if ws is not None else None, target.iqn)
-
-    def _emit_result(self, pdu: Pdu, result: ScsiResult) -> None:
-        pieces = scsi_response(pdu, result, self.numbers, self.params.initiator_mrdsl)
-        self.transport.emit([b for hdr, data in pieces for b in self.transport.frame(hdr, data)])
+        else:
+            self.identity.target = target
+            ident = self.identity
+            visible = access.visible_luns(target, list(snap.luns(target.id)), ident.initiator, self.peer_ip)
+            resized, gone = self.nexus.show(visible)
+            for n in resized:
+                log.info("%r: LUN %d resized to %d bytes", self, n, visible[n].size)
+            for n in gone:
+                log.info("%r: LUN %d no longer visible", self, n)
+        return self.commands.fence()
 
     # -------- other requests
     async def _on_nop(self, pdu: Pdu) -> None:
@@ -401,21 +331,19 @@ class Connection:
         response = TMF_COMPLETE
         if function == TMF_ABORT_TASK:
             ref = pdu.u32(20)
-            task = self.tasks.get(ref)
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+            if ref in self.commands.tasks:
+                await self.commands.cancel(lambda task: task.itt == ref)
             elif not serial_lt(pdu.u32(32), pdu.u32(24)):
                 response = TMF_NO_TASK
         elif function in (TMF_ABORT_TASK_SET, TMF_CLEAR_TASK_SET, TMF_LOGICAL_UNIT_RESET):
             if function == TMF_LOGICAL_UNIT_RESET and lun_no not in self.nexus.visible:
                 response = TMF_NO_LUN
             else:
-                await self._cancel(lambda itt: self.task_luns.get(itt) == lun_no)
+                await self.commands.cancel(lambda task: task.lun_no == lun_no)
                 if function == TMF_LOGICAL_UNIT_RESET:  # every I_T nexus of this LU, on every chunk, learns of it
                     self.host.unit_attention(self.nexus.visible[lun_no].id, LU_RESET_OCCURRED)
         elif function in (TMF_TARGET_WARM_RESET, TMF_TARGET_COLD_RESET):
-            await self._cancel(lambda itt: True)
+            await self.commands.cancel(lambda task: True)
         elif function == TMF_CLEAR_ACA:  # we never establish ACA
             response = TMF_COMPLETE
         elif function == TMF_TASK_REASSIGN:  # needs ErrorRecoveryLevel 2
@@ -434,19 +362,13 @@ class Connection:
         if function == TMF_TARGET_COLD_RESET:
             raise ConnectionResetError("target cold reset")
 
-    async def _cancel(self, which: Callable[[int], bool]) -> None:
-        tasks = [t for itt, t in self.tasks.items() if which(itt)]
-        for t in tasks:
-            t.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-
     async def _on_text(self, pdu: Pdu) -> None:
         if not self._accept_cmd_sn(pdu):
             return
         ttt = pdu.u32(20)
-        if ttt != RESERVED_TAG and ttt in self.text_pending:
-            body = self.text_pending.pop(ttt)
+        pending, self.text_pending = self.text_pending, None  # a new request abandons an unfetched answer
+        if pending is not None and ttt == pending[0]:
+            body = pending[1]
         else:
             try:
                 pairs = parse_text(pdu.data)
@@ -465,7 +387,7 @@ class Connection:
         next_tag = RESERVED_TAG
         if more:
             next_tag = next_ttt()
-            self.text_pending[next_tag] = body[limit:]
+            self.text_pending = (next_tag, body[limit:])
             body = body[:limit]
         n = self.numbers
         hdr = build_bhs(
@@ -496,8 +418,9 @@ class Connection:
 
     async def _on_logout(self, pdu: Pdu) -> None:
         self._accept_cmd_sn(pdu)
-        if self.tasks:
-            await asyncio.wait(list(self.tasks.values()), timeout=10)
+        runners = self.commands.runners()
+        if runners:
+            await asyncio.wait(runners, timeout=10)
         n = self.numbers
         hdr = build_bhs(
             OP_LOGOUT_RESP,

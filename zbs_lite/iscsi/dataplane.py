@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from zbs_lite.catalog import Catalog, CatalogSnapshot, LunView
 from zbs_lite.iscsi.backstore import BlockIo, LunFile
+from zbs_lite.iscsi.commands import DATA_OUT_TIMEOUT, SESSION_BUFFER_BUDGET, SessionLimits
 from zbs_lite.iscsi.portal import Portal
 from zbs_lite.iscsi.redirector import HashRing, ring_key
 from zbs_lite.iscsi.scsi import Executor
@@ -42,9 +43,12 @@ class DataPlane:
         *,
         io_threads: int = 16,
         health_interval: float = HEALTH_INTERVAL,
+        data_out_timeout: float = DATA_OUT_TIMEOUT,
+        buffer_budget: int = SESSION_BUFFER_BUDGET,
         throttle: LoginThrottle | None = None,
     ) -> None:
         self.catalog = catalog
+        self.limits = SessionLimits(data_out_timeout, buffer_budget)
         self.throttle = throttle or LoginThrottle()  # CHAP failures back off like API logins
         self._vip_addr = vip
         self._chunk_addrs = list(chunks)
@@ -150,27 +154,30 @@ class DataPlane:
     # ---------------------------------------------------------------- loop side
     def _install(self, snap: CatalogSnapshot, done: concurrent.futures.Future[None] | None = None) -> None:
         """Make ``snap`` the loop's view: sessions of the changed targets re-apply masking, whitelists
-        and sizes, and the files of LUNs that are gone are closed."""
+        and sizes (fencing what they may no longer touch), and the files of LUNs that are gone are
+        closed. ``done`` is set once no fenced command can still write."""
+        writing: list[asyncio.Task[Any]] = []
         try:
             old = self.snapshot
-            if snap.generation <= old.generation:
-                return
-            self.snapshot = snap
-            changed = snap.changed_targets(old)
-            if not changed:
-                return
-            for portal in self.chunks:
-                for conn in list(portal.conns):
-                    if conn.target is not None and conn.target.id in changed:
-                        conn.catalog_changed(snap)
-            kept = {lun.id for tid in changed for lun in snap.luns(tid)}
-            for lun_id in {lun.id for tid in changed for lun in old.luns(tid)} - kept:
-                lf = self.files.pop(lun_id, None)
-                if lf is not None:
-                    lf.retire()
+            if snap.generation > old.generation:
+                self.snapshot = snap
+                changed = snap.changed_targets(old)
+                for portal in self.chunks:
+                    for conn in list(portal.conns):
+                        if conn.target is not None and conn.target.id in changed:
+                            writing += conn.catalog_changed(snap)
+                kept = {lun.id for tid in changed for lun in snap.luns(tid)}
+                for lun_id in {lun.id for tid in changed for lun in old.luns(tid)} - kept:
+                    lf = self.files.pop(lun_id, None)
+                    if lf is not None:
+                        lf.retire()
         finally:
             if done is not None:
-                done.set_result(None)
+                if writing:
+                    gathered = asyncio.gather(*writing, return_exceptions=True)
+                    gathered.add_done_callback(lambda _: done.set_result(None))
+                else:
+                    done.set_result(None)
 
     async def _start(self) -> None:
         self._loop_thread = threading.get_ident()

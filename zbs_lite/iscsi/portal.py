@@ -9,6 +9,7 @@ import logging
 from typing import Protocol
 
 from zbs_lite.catalog import Catalog, CatalogSnapshot
+from zbs_lite.iscsi.commands import SessionLimits
 from zbs_lite.iscsi.connection import Connection
 from zbs_lite.iscsi.scsi import Executor
 from zbs_lite.throttle import LoginThrottle
@@ -32,6 +33,9 @@ class Plane(Protocol):
 
     @property
     def throttle(self) -> LoginThrottle: ...
+
+    @property
+    def limits(self) -> SessionLimits: ...
 
     def pick_chunk(self, initiator: str, target_iqn: str) -> str | None: ...
 
@@ -101,7 +105,7 @@ class Portal:
         log.info("%s stopped (%d connections killed)", self.name, len(self.conns))
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conn = Connection(self, reader, writer)
+        conn = Connection(self, reader, writer, self.plane.limits)
         self.conns.add(conn)
         try:
             await conn.run()

@@ -12,7 +12,7 @@ import os
 import struct
 
 from zbs_lite.catalog import LunView
-from zbs_lite.iscsi.backstore import NOWAIT, BlockIo, punch_hole, pwrite_all
+from zbs_lite.iscsi.backstore import NOWAIT, BlockIo, Payload, punch_hole, pwrite_all
 from zbs_lite.iscsi.sense import (
     CHECK_CONDITION,
     ILLEGAL_REQUEST,
@@ -36,7 +36,6 @@ WRITES = frozenset({0x0A, 0x2A, 0x8A, 0xAA, 0x2E, 0x8E, 0xAE})
 VERIFIES = frozenset({0x2F, 0x8F, 0xAF})
 # opcodes with an RDPROTECT/WRPROTECT/VRPROTECT field in byte 1 (we have no protection information)
 PROTECTED = frozenset({0x28, 0x88, 0xA8, 0x2A, 0x8A, 0xAA, 0x2E, 0x8E, 0xAE, 0x2F, 0x8F, 0xAF, 0x41, 0x93})
-DataOut = bytes | bytearray | None
 
 
 def rw_args(cdb: bytes) -> tuple[int, int]:
@@ -55,6 +54,42 @@ def rw_args(cdb: bytes) -> tuple[int, int]:
 def check_range(lba: int, n: int, nblocks: int) -> None:
     if lba + n > nblocks or (lba >= nblocks and n):
         raise ScsiError(ILLEGAL_REQUEST, LBA_OUT_OF_RANGE)
+
+
+# Sizers: check a CDB against the LUN before any data moves, and say how many bytes it moves.
+# The opcode table runs them when a command arrives; a command they refuse never gets a buffer.
+
+
+def transfer_length(cdb: bytes, nblocks: int) -> int:
+    """READ and WRITE: the blocks asked for, within the LUN and MAX_XFER_BLOCKS."""
+    lba, n = rw_args(cdb)
+    check_range(lba, n, nblocks)
+    if n > MAX_XFER_BLOCKS:
+        raise invalid_cdb()
+    return n << BLOCK_SHIFT
+
+
+def verify_length(cdb: bytes, nblocks: int) -> int:
+    """VERIFY: nothing (BYTCHK 0), the blocks (1) or one block to compare with each (3)."""
+    lba, n = rw_args(cdb)
+    check_range(lba, n, nblocks)
+    bytchk = (cdb[1] >> 1) & 3
+    if bytchk == 2 or n > MAX_XFER_BLOCKS:
+        raise invalid_cdb()
+    return 0 if bytchk == 0 else (n if bytchk == 1 else 1) << BLOCK_SHIFT
+
+
+def unmap_length(cdb: bytes, nblocks: int) -> int:
+    return int(struct.unpack_from(">H", cdb, 7)[0])
+
+
+def write_same_length(cdb: bytes, nblocks: int) -> int:
+    """WRITE SAME: one block, or none with NDOB (16 only)."""
+    lba, n = rw_args(cdb)
+    if cdb[1] & 0x16 or n == 0 or n > MAX_WRITE_SAME_BLOCKS:  # ANCHOR, PBDATA, LBDATA; WSNZ
+        raise invalid_cdb()
+    check_range(lba, n, nblocks)
+    return 0 if cdb[0] == 0x93 and cdb[1] & 0x01 else BLOCK
 
 
 def try_inline(cdb: bytes, lun: LunView, fd: int, data_out: bytes | None) -> ScsiResult | None:
@@ -86,47 +121,36 @@ def try_inline(cdb: bytes, lun: LunView, fd: int, data_out: bytes | None) -> Scs
 
 
 async def read(io: BlockIo, fd: int, cdb: bytes, nblocks: int) -> ScsiResult:
-    lba, n = rw_args(cdb)
-    check_range(lba, n, nblocks)
-    if n > MAX_XFER_BLOCKS:
-        raise invalid_cdb()
-    buf = bytearray(n << BLOCK_SHIFT)
-    if n:
-        await io.read(fd, buf, lba << BLOCK_SHIFT)
+    length = transfer_length(cdb, nblocks)
+    buf = bytearray(length)
+    if length:
+        await io.read(fd, buf, rw_args(cdb)[0] << BLOCK_SHIFT)
     return ScsiResult(data=buf)
 
 
-async def write(io: BlockIo, fd: int, cdb: bytes, nblocks: int, data_out: DataOut) -> ScsiResult:
-    lba, n = rw_args(cdb)
-    check_range(lba, n, nblocks)
-    if n > MAX_XFER_BLOCKS:
-        raise invalid_cdb()
+async def write(io: BlockIo, fd: int, cdb: bytes, nblocks: int, data: Payload) -> ScsiResult:
+    length = transfer_length(cdb, nblocks)
     # an initiator may send less than the CDB asks for (EDTL): write the whole blocks it
     # did send and report the overflow residual, as SAM and libiscsi's tests expect
-    data = memoryview(data_out or b"")
-    k = min(n, len(data) >> BLOCK_SHIFT)
-    if k:
-        await io.write(fd, data[: k << BLOCK_SHIFT], lba << BLOCK_SHIFT)
+    whole = min(length, len(data) >> BLOCK_SHIFT << BLOCK_SHIFT)
+    if whole:
+        await io.write(fd, data.views(whole), rw_args(cdb)[0] << BLOCK_SHIFT)
         if cdb[1] & 0x08:  # FUA
             await io.run(os.fdatasync, fd)
-    return ScsiResult(data_out_wanted=n << BLOCK_SHIFT)
+    return ScsiResult(data_out_wanted=length)
 
 
-async def verify(io: BlockIo, fd: int, cdb: bytes, nblocks: int, data_out: DataOut) -> ScsiResult:
-    lba, n = rw_args(cdb)
-    check_range(lba, n, nblocks)
-    bytchk = (cdb[1] >> 1) & 3
-    if bytchk == 2 or n > MAX_XFER_BLOCKS:
-        raise invalid_cdb()
-    if bytchk == 0:  # medium verification: a file has no media errors to find
+async def verify(io: BlockIo, fd: int, cdb: bytes, nblocks: int, data: Payload) -> ScsiResult:
+    want = verify_length(cdb, nblocks)
+    if want == 0:  # medium verification: a file has no media errors to find
         return ScsiResult()
-    want = (n if bytchk == 1 else 1) << BLOCK_SHIFT
-    given = bytes(data_out or b"")[:want]
+    lba, n = rw_args(cdb)
+    given = data.tobytes(min(want, len(data)))
     if len(given) < want:
         return ScsiResult(data_out_wanted=want)
     stored = bytearray(n << BLOCK_SHIFT)
     await io.run(os.preadv, fd, [stored], lba << BLOCK_SHIFT)
-    expect = given if bytchk == 1 else given * n
+    expect = given if want == len(stored) else given * n
     if stored != expect:
         pos = next(i for i in range(len(expect)) if stored[i] != expect[i])
         return ScsiResult(CHECK_CONDITION, sense=sense_fixed(MISCOMPARE, MISCOMPARE_VERIFY, pos))
@@ -178,12 +202,12 @@ def _lba_status(fd: int, lba: int, nblocks: int) -> bytes:
     return struct.pack(">I4x", len(desc) + 4) + desc
 
 
-async def unmap(io: BlockIo, fd: int, cdb: bytes, nblocks: int, param: DataOut) -> ScsiResult:
-    plen = struct.unpack_from(">H", cdb, 7)[0]
+async def unmap(io: BlockIo, fd: int, cdb: bytes, nblocks: int, data: Payload) -> ScsiResult:
+    plen = unmap_length(cdb, nblocks)
     result = ScsiResult(data_out_wanted=plen)
     if plen == 0:
         return result
-    param = param or b""
+    param = data.tobytes()
     if plen < 8 or len(param) < 8:
         raise ScsiError(ILLEGAL_REQUEST, PARAM_LIST_LENGTH_ERROR)
     bdlen = struct.unpack_from(">H", param, 2)[0]
@@ -204,21 +228,18 @@ async def unmap(io: BlockIo, fd: int, cdb: bytes, nblocks: int, param: DataOut) 
     return result
 
 
-async def write_same(io: BlockIo, fd: int, cdb: bytes, nblocks: int, data: DataOut) -> ScsiResult:
+async def write_same(io: BlockIo, fd: int, cdb: bytes, nblocks: int, data: Payload) -> ScsiResult:
+    want = write_same_length(cdb, nblocks)
     lba, n = rw_args(cdb)
     unmap_bit = bool(cdb[1] & 0x08)
-    ndob = cdb[0] == 0x93 and bool(cdb[1] & 0x01)
-    if cdb[1] & 0x16 or n == 0 or n > MAX_WRITE_SAME_BLOCKS:  # ANCHOR, PBDATA, LBDATA; WSNZ
-        raise invalid_cdb()
-    check_range(lba, n, nblocks)
-    block = bytes(BLOCK) if ndob else bytes(data or b"")
+    block = data.tobytes() if want else bytes(BLOCK)  # NDOB: zeros
     if len(block) != BLOCK:
         raise invalid_cdb()
     if unmap_bit and block == bytes(BLOCK):
         await io.run(punch_hole, fd, lba << BLOCK_SHIFT, n << BLOCK_SHIFT)
     else:
         await io.run(_fill, fd, block, lba << BLOCK_SHIFT, n)
-    return ScsiResult(data_out_wanted=0 if ndob else BLOCK)
+    return ScsiResult(data_out_wanted=want)
 
 
 def _fill(fd: int, block: bytes, offset: int, n: int) -> None:

@@ -3,10 +3,11 @@
 As in tgt (``spc.c``/``sbc.c``) and LIO's target core, the transport hands a CDB to the
 core and never interprets one itself. :class:`Nexus` holds one session's view of its
 target: the LUNs masking lets it address and the unit attentions pending for them.
-:func:`check` applies the logical-unit rules every command goes through first (REPORT
+:func:`screen` applies the logical-unit rules every command goes through first (REPORT
 LUNS, INQUIRY and REQUEST SENSE for a LUN that is not there, a pending UNIT ATTENTION, an
-opcode we do not implement); :class:`Executor` then runs the command's entry of
-:data:`OPCODES` on the LUN's file.
+opcode we do not implement, a CDB that does not fit the LUN) before any buffer exists for
+the command; :class:`Executor` then runs the command's entry of :data:`OPCODES` on the
+LUN's file.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 
 from zbs_lite.catalog import LunView
 from zbs_lite.iscsi import sbc, spc
-from zbs_lite.iscsi.backstore import BlockIo, LunFile
+from zbs_lite.iscsi.backstore import BlockIo, LunFile, Payload
 from zbs_lite.iscsi.sense import (
     CAPACITY_CHANGED,
     ILLEGAL_REQUEST,
@@ -84,7 +85,7 @@ class Command:
     cdb: bytes
     lun: LunView
     file: LunFile
-    data_out: bytes | bytearray | None
+    data_out: Payload
     target_iqn: str
     io: BlockIo
 
@@ -94,6 +95,7 @@ class Command:
 
 
 Handler = Callable[[Command], Awaitable[ScsiResult]]
+Sizer = Callable[[bytes, int], int]  # (CDB, LUN size in blocks) -> bytes moved; raises ScsiError
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,21 @@ class Opcode:
     run: Handler
     # SPC-4 5.14: served while a UNIT ATTENTION is pending, which is then reported later
     ua_exempt: bool = False
+    # checks the CDB against the LUN when the command arrives and says how much data it
+    # takes (Data-Out) or returns (Data-In), so buffers exist only for commands that can run
+    data_out: Sizer | None = None
+    data_in: Sizer | None = None
+    # the initiator must offer exactly the Data-Out the CDB asks for (WRITE SAME's one block)
+    exact_data_out: bool = False
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """A command that passed :func:`screen`: the LUN it runs on and the data it moves."""
+
+    lun: LunView
+    data_out: int = 0
+    data_in: int = 0
 
 
 async def _good(cmd: Command) -> ScsiResult:
@@ -153,37 +170,39 @@ async def _write_same(cmd: Command) -> ScsiResult:
 
 OPCODES: dict[int, Opcode] = {
     0x00: Opcode("TEST UNIT READY", _good),
-    0x08: Opcode("READ(6)", _read),
-    0x0A: Opcode("WRITE(6)", _write),
+    0x08: Opcode("READ(6)", _read, data_in=sbc.transfer_length),
+    0x0A: Opcode("WRITE(6)", _write, data_out=sbc.transfer_length),
     0x12: Opcode("INQUIRY", _inquiry, ua_exempt=True),
     0x1A: Opcode("MODE SENSE(6)", _mode_sense),
     0x1B: Opcode("START STOP UNIT", _good),  # nothing to spin
     0x1E: Opcode("PREVENT ALLOW MEDIUM REMOVAL", _good),  # nothing to eject
     0x25: Opcode("READ CAPACITY(10)", _read_capacity10),
-    0x28: Opcode("READ(10)", _read),
-    0x2A: Opcode("WRITE(10)", _write),
-    0x2E: Opcode("WRITE AND VERIFY(10)", _write),
-    0x2F: Opcode("VERIFY(10)", _verify),
+    0x28: Opcode("READ(10)", _read, data_in=sbc.transfer_length),
+    0x2A: Opcode("WRITE(10)", _write, data_out=sbc.transfer_length),
+    0x2E: Opcode("WRITE AND VERIFY(10)", _write, data_out=sbc.transfer_length),
+    0x2F: Opcode("VERIFY(10)", _verify, data_out=sbc.verify_length),
     0x35: Opcode("SYNCHRONIZE CACHE(10)", _sync_cache),
-    0x41: Opcode("WRITE SAME(10)", _write_same),
-    0x42: Opcode("UNMAP", _unmap),
+    0x41: Opcode("WRITE SAME(10)", _write_same, data_out=sbc.write_same_length, exact_data_out=True),
+    0x42: Opcode("UNMAP", _unmap, data_out=sbc.unmap_length),
     0x5A: Opcode("MODE SENSE(10)", _mode_sense),
-    0x88: Opcode("READ(16)", _read),
-    0x8A: Opcode("WRITE(16)", _write),
-    0x8E: Opcode("WRITE AND VERIFY(16)", _write),
-    0x8F: Opcode("VERIFY(16)", _verify),
+    0x88: Opcode("READ(16)", _read, data_in=sbc.transfer_length),
+    0x8A: Opcode("WRITE(16)", _write, data_out=sbc.transfer_length),
+    0x8E: Opcode("WRITE AND VERIFY(16)", _write, data_out=sbc.transfer_length),
+    0x8F: Opcode("VERIFY(16)", _verify, data_out=sbc.verify_length),
     0x91: Opcode("SYNCHRONIZE CACHE(16)", _sync_cache),
-    0x93: Opcode("WRITE SAME(16)", _write_same),
+    0x93: Opcode("WRITE SAME(16)", _write_same, data_out=sbc.write_same_length, exact_data_out=True),
     0x9E: Opcode("SERVICE ACTION IN(16)", _service_action_in),
-    0xA8: Opcode("READ(12)", _read),
-    0xAA: Opcode("WRITE(12)", _write),
-    0xAE: Opcode("WRITE AND VERIFY(12)", _write),
-    0xAF: Opcode("VERIFY(12)", _verify),
+    0xA8: Opcode("READ(12)", _read, data_in=sbc.transfer_length),
+    0xAA: Opcode("WRITE(12)", _write, data_out=sbc.transfer_length),
+    0xAE: Opcode("WRITE AND VERIFY(12)", _write, data_out=sbc.transfer_length),
+    0xAF: Opcode("VERIFY(12)", _verify, data_out=sbc.verify_length),
 }
 
 
-def screen(nexus: Nexus, lun_no: int, cdb: bytes) -> ScsiResult | LunView:
-    """The logical-unit rules, before any data moves: a final answer, or the LUN to run on.
+def screen(nexus: Nexus, lun_no: int, cdb: bytes, offered: int) -> ScsiResult | Admitted:
+    """The checks a command passes when it arrives, before any data moves: a final answer, or
+    the LUN to run on with the data it moves (the CDB checked against the LUN by its sizers).
+    ``offered`` is the Data-Out the initiator announced (its EDTL on a write, else 0).
 
     REPORT LUNS answers for any LUN address and lists what the nexus may see; INQUIRY and
     REQUEST SENSE answer for a LUN that is not there (peripheral qualifier 3, LOGICAL UNIT
@@ -215,7 +234,17 @@ def screen(nexus: Nexus, lun_no: int, cdb: bytes) -> ScsiResult | LunView:
         return check(UNIT_ATTENTION, nexus.pending_ua.pop(lun_no))
     if spec is None:
         return check(ILLEGAL_REQUEST, INVALID_OPCODE)
-    return lun
+    nblocks = lun.size >> sbc.BLOCK_SHIFT
+    try:
+        if op in sbc.PROTECTED and cdb[1] & 0xE0:  # RD/WR/VRPROTECT: we have no protection information
+            raise invalid_cdb()
+        data_out = spec.data_out(cdb, nblocks) if spec.data_out is not None else 0
+        if spec.exact_data_out and data_out and offered != data_out:
+            raise invalid_cdb()
+        data_in = spec.data_in(cdb, nblocks) if spec.data_in is not None else 0
+    except ScsiError as e:
+        return check(e.key, e.asc_ascq)
+    return Admitted(lun, data_out, data_in)
 
 
 class Executor:
@@ -242,16 +271,13 @@ class Executor:
         finally:
             lf.release()
 
-    async def execute(
-        self, cdb: bytes, lun: LunView, data_out: bytes | bytearray | None, target_iqn: str
-    ) -> ScsiResult:
+    async def execute(self, cdb: bytes, lun: LunView, data_out: Payload, target_iqn: str) -> ScsiResult:
+        """Run an admitted command to its end (callers shield it: I/O on the file is never cut short)."""
         lf = self._open(lun)
         if lf is None:
             return check(NOT_READY, LU_NOT_READY_MANUAL_INTERVENTION)
         op = cdb[0]
         try:
-            if op in sbc.PROTECTED and cdb[1] & 0xE0:
-                raise invalid_cdb()
             return await OPCODES[op].run(Command(cdb, lun, lf, data_out, target_iqn, self.io))
         except ScsiError as e:
             return check(e.key, e.asc_ascq)
