@@ -179,16 +179,22 @@ def data_plane_present() -> bool:
 
 
 class Cluster:
-    """A controller and two nodes (A and B, each with its own initiator IQN) sharing one zbs-lite."""
+    """A controller and two nodes (A and B, each with its own initiator IQN) sharing one zbs-lite.
 
-    def __init__(self, work: Path, zl: ZbsLiteProcess, prefix: str, **env: str) -> None:
+    ``prefix`` names the driver's targets (``<prefix>-<cluster id>.NNNN``); the Kubernetes
+    cluster id defaults to ``k8s``, so clusters of one test differ by prefix or by id.
+    """
+
+    def __init__(self, work: Path, zl: ZbsLiteProcess, prefix: str, cluster_id: str = "k8s", **env: str) -> None:
         self.work = work
         self.zl = zl
         self.prefix = prefix
+        self.cluster_id = cluster_id
         base = clean_env(zl.env)
         base.update(
             {
                 "ZBS_CSI_TARGET_PREFIX": prefix,
+                "ZBS_CSI_KUBERNETES_CLUSTER_ID": cluster_id,
                 "ZBS_CSI_DEFAULT_REPLICA_NUM": "1",
                 "ZBS_CSI_LOG_LEVEL": "debug",
             }
@@ -218,9 +224,10 @@ class Cluster:
     def remove_targets(self) -> None:
         """Delete the (by now empty) targets the driver made, so the shared zbs-lite stays clean."""
         client = self.client()
-        for t in client.targets.list({"name_starts_with": f"{self.prefix}"}):
+        for t in client.targets.list({"name_starts_with": f"{self.prefix}-{self.cluster_id}."}):
             if not client.luns.list({"iscsi_target": {"id": t["id"]}}):
                 client.targets.delete(t["id"])
 
     def our_luns(self) -> list[dict]:
-        return self.client().luns.list({"iscsi_target": {"name_starts_with": f"{self.prefix}-"}})
+        """The LUNs in this cluster's targets."""
+        return self.client().luns.list({"iscsi_target": {"name_starts_with": f"{self.prefix}-{self.cluster_id}."}})
