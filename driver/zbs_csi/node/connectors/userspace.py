@@ -154,12 +154,22 @@ class UserspaceConnector:
             data["pid"] = int((run / "qsd.pid").read_text().strip())
         return data
 
-    def _loops_for(self, disk: str) -> list[str]:
-        try:
-            out = self.runner.run(["losetup", "--associated", disk, "--noheadings", "--output", "NAME"], timeout=30)
-        except CommandError:
-            return []
-        return [line.strip() for line in out.stdout.splitlines() if line.strip().startswith("/dev/loop")]
+    @staticmethod
+    def _loops_for(disk: str) -> list[str]:
+        """The loop devices backed by ``disk``, from sysfs.
+
+        Not ``losetup --associated``: it asks every loop device for its status, which stats its
+        backing file, and one FUSE export whose daemon lost its iSCSI session then blocks that
+        call in the kernel (uninterruptibly) for every volume of the node.
+        """
+        found = []
+        for backing in Path("/sys/block").glob("loop*/loop/backing_file"):
+            try:
+                if backing.read_text(encoding="utf-8").strip() == disk:
+                    found.append(f"/dev/{backing.parent.parent.name}")
+            except OSError:
+                continue
+        return sorted(found)
 
     def detach(self, target: AttachTarget, data: dict[str, Any], still_staged: list[AttachTarget]) -> None:
         disk = data.get("disk", "")
