@@ -89,7 +89,7 @@ def test_userspace_attach_mkfs_mount_and_reattach_elsewhere(rig: Rig, tmp_path: 
         assert r.returncode == 0, r.stderr
         with mounted(dev, tmp_path / "mnt") as mnt:
             (mnt / "data.bin").write_bytes(payload)
-            os.sync()
+            run(["sync", "--file-system", str(mnt)])  # this file system only: os.sync() waits on all of them
 
     assert os.stat(lun.path).st_blocks * 512 < lun.size, "the LUN file stays thin"
     # node B attaches the same LUN through a chunk of its own and finds the data intact

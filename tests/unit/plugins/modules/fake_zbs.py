@@ -85,7 +85,7 @@ def _match(obj: Dict[str, Any], where: Optional[Dict[str, Any]], related: Relate
             if subs and not {"AND": all(subs), "OR": any(subs), "NOT": not any(subs)}[key]:
                 return False
             continue
-        base, _, quant = key.rpartition("_")
+        base, quant = key.rpartition("_")[::2]
         if quant in ("some", "none", "every") and isinstance(related(obj, base), list):
             items = [_match(x, want, related) for x in related(obj, base)]
             if not {"some": any(items), "none": not any(items), "every": all(items)}[quant]:
