@@ -45,6 +45,7 @@ from zbs_lite.testing import ZbsLiteProcess
 
 OK = grpc.StatusCode.OK
 PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
+UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
 
 
 def _rpc_error(fn: Any, req: Any) -> grpc.RpcError:
@@ -300,102 +301,102 @@ PLATINUM = {
 ALL_SECRETS = ("GoldSecret12345", "PlatSecret12345", "TargetSecret99", "WrongSecret1234", "WrongTarget123")
 
 
-def test_per_storage_class_chap_one_way_and_mutual(cluster: Cluster, tmp_path: Path) -> None:
-    """Two StorageClasses with their own CHAP Secret (one-way, mutual) next to one without CHAP.
+class ChapRig:
+    """The sidecars and kubelet of one StorageClass's CHAP Secret, for block volumes on node A."""
 
-    The Secret is each StorageClass's provisioner, controller-publish and node-stage secret, as
-    the zbs_csi role renders it. Real logins through zbs-lite decide every case.
-    """
-    ctl, client = cluster.ctrl.controller, cluster.client()
+    def __init__(self, cluster: Cluster, work: Path) -> None:
+        self.ctl = cluster.ctrl.controller
+        self.node = cluster.a.node
+        self.work = work
+        self.staged: set[str] = set()
 
-    def create(name: str, sc_secret: dict[str, str]) -> str:
+    def create(self, name: str, sc_secret: dict[str, str]) -> str:
         req = csi.CreateVolumeRequest(
             name=name,
             capacity_range=csi.CapacityRange(required_bytes=GiB),
             volume_capabilities=[block_cap()],
             secrets=sc_secret,
         )
-        return ctl.CreateVolume(req, timeout=300).volume.volume_id
+        return self.ctl.CreateVolume(req, timeout=300).volume.volume_id
 
-    def publish_req(vid: str, sc_secret: dict[str, str], node: str = NODE_A) -> csi.ControllerPublishVolumeRequest:
+    def publish_code(self, vid: str, sc_secret: dict[str, str], node: str = NODE_A) -> grpc.StatusCode:
+        return code_of(self.ctl.ControllerPublishVolume, self._publish_req(vid, sc_secret, node))
+
+    def publish(self, vid: str, sc_secret: dict[str, str]) -> Any:
+        return self.ctl.ControllerPublishVolume(self._publish_req(vid, sc_secret, NODE_A), timeout=120).publish_context
+
+    @staticmethod
+    def _publish_req(vid: str, sc_secret: dict[str, str], node: str) -> csi.ControllerPublishVolumeRequest:
         return csi.ControllerPublishVolumeRequest(
             volume_id=vid, node_id=node, volume_capability=block_cap(), secrets=sc_secret
         )
 
-    def publish(vid: str, sc_secret: dict[str, str]) -> csi.ControllerPublishVolumeResponse:
-        return ctl.ControllerPublishVolume(publish_req(vid, sc_secret), timeout=120)
-
-    staged: set[str] = set()
-
-    def stage(vid: str, ctx: Any, node_secret: dict[str, str]) -> grpc.StatusCode:
-        staged.add(vid)
-        return code_of(
-            cluster.a.node.NodeStageVolume,
-            csi.NodeStageVolumeRequest(
-                volume_id=vid,
-                staging_target_path=str(tmp_path / f"stage-{vid}"),
-                publish_context=ctx,
-                volume_capability=block_cap(),
-                secrets=node_secret,
-            ),
-            timeout=300,
+    def stage(self, vid: str, ctx: Any, node_secret: dict[str, str]) -> grpc.StatusCode:
+        self.staged.add(vid)
+        req = csi.NodeStageVolumeRequest(
+            volume_id=vid,
+            staging_target_path=str(self.work / f"stage-{vid}"),
+            publish_context=ctx,
+            volume_capability=block_cap(),
+            secrets=node_secret,
         )
+        return code_of(self.node.NodeStageVolume, req, timeout=300)
 
-    def unstage(vid: str) -> None:
-        cluster.a.node.NodeUnstageVolume(
-            csi.NodeUnstageVolumeRequest(volume_id=vid, staging_target_path=str(tmp_path / f"stage-{vid}")), timeout=300
-        )
-        staged.discard(vid)
+    def unstage(self, vid: str) -> None:
+        req = csi.NodeUnstageVolumeRequest(volume_id=vid, staging_target_path=str(self.work / f"stage-{vid}"))
+        self.node.NodeUnstageVolume(req, timeout=300)
+        self.staged.discard(vid)
 
+
+def test_per_storage_class_chap_one_way_and_mutual(cluster: Cluster, tmp_path: Path) -> None:
+    """Two StorageClasses with their own CHAP Secret (one-way, mutual) next to one without CHAP.
+
+    The Secret is each StorageClass's provisioner, controller-publish and node-stage secret, as
+    the zbs_csi role renders it. Real logins through zbs-lite decide every case.
+    """
+    rig, client = ChapRig(cluster, tmp_path), cluster.client()
     try:
-        _chap_cases(create, publish, publish_req, stage, unstage, client, ctl)
+        gold, plat, plain = rig.create("pvc-gold", GOLD), rig.create("pvc-plat", PLATINUM), rig.create("pvc-plain", {})
+        targets = {v: client.luns.get(local_id=v)["iscsi_target"]["name"] for v in (gold, plat, plain)}  # type: ignore[index]
+        assert len(set(targets.values())) == 3, "each CHAP class has targets of its own"
+        chap_on = {v: client.targets.get(name=t)["chap_enabled"] for v, t in targets.items()}  # type: ignore[index]
+        assert chap_on == {gold: True, plat: True, plain: False}
+
+        # One-way: a wrong password and no credentials fail at the login; the right one stages.
+        ctx = rig.publish(gold, GOLD)
+        assert rig.stage(gold, ctx, {**GOLD, "node.session.auth.password": "WrongSecret1234"}) == UNAVAILABLE
+        assert rig.stage(gold, ctx, {}) == UNAVAILABLE
+        assert rig.stage(gold, ctx, GOLD) == OK
+        rig.unstage(gold)
+
+        # Mutual: the controller refuses target credentials the target does not have; the node
+        # refuses a target that cannot prove the ones it was given (libiscsi checks CHAP_R).
+        bad_target = {**PLATINUM, "node.session.auth.password_in": "WrongTarget123"}
+        assert rig.publish_code(plat, bad_target) == PRECONDITION
+        ctx = rig.publish(plat, PLATINUM)
+        assert rig.stage(plat, ctx, bad_target) == UNAVAILABLE
+        assert rig.stage(plat, ctx, {**PLATINUM, "node.session.auth.password": "WrongSecret1234"}) == UNAVAILABLE
+        assert rig.stage(plat, ctx, PLATINUM) == OK
+        rig.unstage(plat)
+
+        # Credentials for a volume whose target has CHAP off would not be enforced: refused.
+        assert rig.publish_code(plain, GOLD) == PRECONDITION
+        assert rig.stage(plain, rig.publish(plain, {}), {}) == OK
+        rig.unstage(plain)
+        # The driver-wide default (CHAP off) needs nothing; a CHAP volume without its Secret is refused.
+        assert rig.publish_code(gold, {}, NODE_B) == grpc.StatusCode.INVALID_ARGUMENT
+
+        for vid in (gold, plat, plain):
+            rig.ctl.ControllerUnpublishVolume(csi.ControllerUnpublishVolumeRequest(volume_id=vid), timeout=120)
+            rig.ctl.DeleteVolume(csi.DeleteVolumeRequest(volume_id=vid), timeout=120)
     finally:
-        for vid in list(staged):
-            unstage(vid)
+        for vid in list(rig.staged):
+            rig.unstage(vid)
     assert host_leftovers([cluster.a.state_dir], tmp_path) == []
     for proc in (cluster.ctrl, cluster.a):
         text = proc.log_tail(10**8)
         leaked = [s for s in ALL_SECRETS if s in text]
         assert not leaked, f"{leaked} reached {proc.name}'s log"
-
-
-def _chap_cases(create: Any, publish: Any, publish_req: Any, stage: Any, unstage: Any, client: Any, ctl: Any) -> None:
-    gold, plat, plain = create("pvc-gold", GOLD), create("pvc-plat", PLATINUM), create("pvc-plain", {})
-    targets = {v: client.luns.get(local_id=v)["iscsi_target"]["name"] for v in (gold, plat, plain)}  # type: ignore[index]
-    assert len(set(targets.values())) == 3, "each CHAP class has targets of its own"
-    chap_on = {v: client.targets.get(name=t)["chap_enabled"] for v, t in targets.items()}  # type: ignore[index]
-    assert chap_on == {gold: True, plat: True, plain: False}
-
-    # One-way: a wrong password and no credentials fail at the login; the right one stages.
-    ctx = publish(gold, GOLD).publish_context
-    wrong = {**GOLD, "node.session.auth.password": "WrongSecret1234"}
-    assert stage(gold, ctx, wrong) == grpc.StatusCode.UNAVAILABLE
-    assert stage(gold, ctx, {}) == grpc.StatusCode.UNAVAILABLE
-    assert stage(gold, ctx, GOLD) == OK
-    unstage(gold)
-
-    # Mutual: the controller refuses target credentials the target does not have; the node
-    # refuses a target that cannot prove the ones it was given (libiscsi checks CHAP_R).
-    bad_target = {**PLATINUM, "node.session.auth.password_in": "WrongTarget123"}
-    assert code_of(ctl.ControllerPublishVolume, publish_req(plat, bad_target)) == PRECONDITION
-    ctx = publish(plat, PLATINUM).publish_context
-    assert stage(plat, ctx, bad_target) == grpc.StatusCode.UNAVAILABLE
-    assert (
-        stage(plat, ctx, {**PLATINUM, "node.session.auth.password": "WrongSecret1234"}) == grpc.StatusCode.UNAVAILABLE
-    )
-    assert stage(plat, ctx, PLATINUM) == OK
-    unstage(plat)
-
-    # Credentials for a volume whose target has CHAP off would not be enforced: refused.
-    assert code_of(ctl.ControllerPublishVolume, publish_req(plain, GOLD)) == PRECONDITION
-    assert stage(plain, publish(plain, {}).publish_context, {}) == OK
-    unstage(plain)
-    # The driver-wide default (CHAP off) still needs nothing; a CHAP volume without its Secret is refused.
-    assert code_of(ctl.ControllerPublishVolume, publish_req(gold, {}, NODE_B)) == grpc.StatusCode.INVALID_ARGUMENT
-
-    for vid in (gold, plat, plain):
-        ctl.ControllerUnpublishVolume(csi.ControllerUnpublishVolumeRequest(volume_id=vid), timeout=120)
-        ctl.DeleteVolume(csi.DeleteVolumeRequest(volume_id=vid), timeout=120)
 
 
 # ---------------------------------------------------------------------------------- legacy volumes
