@@ -19,6 +19,9 @@ from ..runner import Runner
 
 NODE_NAME = "lun"
 EXPORT_ID = "exp"
+# qemu's iscsi ``timeout``: a command unanswered this long (s) makes libiscsi reconnect and
+# retry it, through the VIP, so a stuck chunk is left behind (Linux sd's default is also 30 s).
+REQUEST_TIMEOUT = 30
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,7 @@ class QsdExport:
         blockdev = (
             f"driver=iscsi,node-name={NODE_NAME},transport=tcp,portal={host}:{port},"
             f"target={self.target_iqn},lun={self.lun},initiator-name={self.initiator},"
-            f"read-only={'on' if self.readonly else 'off'}"
+            f"read-only={'on' if self.readonly else 'off'},timeout={REQUEST_TIMEOUT}"
         )
         argv = [
             "qemu-storage-daemon",
