@@ -25,7 +25,6 @@ from .chap import PASSWORD_IN_KEY, PASSWORD_KEY, USER_IN_KEY, USER_KEY, Chap, ch
 from .config import Config
 from .errors import (
     CsiError,
-    aborted,
     already_exists,
     exhausted,
     invalid,
@@ -34,6 +33,7 @@ from .errors import (
     precondition,
 )
 from .ids import is_iqn, is_uuid, lun_name_for
+from .listing import Item, Listing, page_limit, take
 from .locks import KeyedLocks
 from .ownership import Naming, Owner, Ownership
 from .params import VolumeParams, parse_mutable_params, parse_volume_params
@@ -87,20 +87,13 @@ def _timestamp(text: str | None) -> Timestamp:
     return ts
 
 
-def _page(token: str, total: int) -> int:
-    if not token:
-        return 0
-    if not token.isdigit() or int(token) > total:
-        raise aborted(f"starting_token {token[:40]!r} is not valid (lists may have changed; start over)")
-    return int(token)
-
-
 class ControllerService:
     def __init__(self, cfg: Config, client: ZbsClient) -> None:
         self.cfg = cfg
         self.client = client
         self.naming = Naming(cfg.target_prefix, cfg.kubernetes_cluster_id)
         self.pool = TargetPool(client, cfg, self.naming)
+        self.listing = Listing(client, self.naming, adopt_legacy=cfg.adopt_legacy, luns_per_target=cfg.luns_per_target)
         self.locks = KeyedLocks()
         self._portal: str | None = None
         # readonly of each (volume, node) publish this process made: ZBS keeps no such flag,
@@ -164,12 +157,12 @@ class ControllerService:
             return None
         own = self.naming.classify_snapshot(snap)
         self._refuse_other(own, snap, f"snapshot {snapshot_id}", doing)
-        if own.owner is Owner.MINE or (own.owner is Owner.LEGACY and self._legacy_snapshot_ours(snap, adopt=True)):
+        if own.owner is Owner.MINE or (own.owner is Owner.LEGACY and self._legacy_snapshot_ours(snap)):
             return snap
         return None
 
-    def _legacy_snapshot_ours(self, snap: dict[str, Any], *, adopt: bool) -> bool:
-        """A legacy snapshot is ours when its volume is (``adopt``: adopting that volume on the way)."""
+    def _legacy_snapshot_ours(self, snap: dict[str, Any]) -> bool:
+        """A legacy snapshot is ours when its volume is (adopting that volume on the way)."""
         if not self.cfg.adopt_legacy:
             return False
         lun_ref = (snap.get("iscsi_lun") or {}).get("id", "")
@@ -178,8 +171,6 @@ class ControllerService:
             return False
         own = self.naming.classify_lun(lun)
         if own.owner is Owner.LEGACY:
-            if not adopt:
-                return False
             lun, own = self._adopt(lun)
         self._refuse_other(own, lun, f"the volume of snapshot {snap.get('local_id')}", "use its snapshot")
         return own.owner is Owner.MINE
@@ -614,14 +605,6 @@ class ControllerService:
             )
         )
 
-    def _own_luns(self) -> list[dict[str, Any]]:
-        """This cluster's volumes (not the static ones, not another cluster's, not retired ones)."""
-        luns = self._zbs("listing volumes", self.client.luns.list, {"name_starts_with": self.naming.name_prefix})
-        return sorted(
-            (lun for lun in luns if self.naming.classify_lun(lun) == Ownership(Owner.MINE)),
-            key=lambda lun: lun["local_id"],
-        )
-
     @staticmethod
     def _condition(lun: dict[str, Any]) -> csi.VolumeCondition:
         status = lun.get("entityAsyncStatus")
@@ -630,22 +613,18 @@ class ControllerService:
         return csi.VolumeCondition(abnormal=False, message="healthy")
 
     def list_volumes(self, req: csi.ListVolumesRequest) -> csi.ListVolumesResponse:
-        if req.max_entries < 0:
-            raise invalid("max_entries must not be negative")
-        luns = self._own_luns()
-        start = _page(req.starting_token, len(luns))
-        end = len(luns) if req.max_entries == 0 else min(len(luns), start + req.max_entries)
-        entries = []
-        for lun in luns[start:end]:
-            entries.append(
-                csi.ListVolumesResponse.Entry(
-                    volume=self._volume(lun),
-                    status=csi.ListVolumesResponse.VolumeStatus(
-                        published_node_ids=self._published(lun), volume_condition=self._condition(lun)
-                    ),
-                )
-            )
-        return csi.ListVolumesResponse(entries=entries, next_token=str(end) if end < len(luns) else "")
+        limit = page_limit(req.max_entries)
+        entries, token = take(self.listing.volumes(req.starting_token, limit), limit, self._volume_entry)
+        return csi.ListVolumesResponse(entries=entries, next_token=token)
+
+    def _volume_entry(self, item: Item) -> csi.ListVolumesResponse.Entry:
+        lun = item.obj or {}
+        return csi.ListVolumesResponse.Entry(
+            volume=self._volume(lun),
+            status=csi.ListVolumesResponse.VolumeStatus(
+                published_node_ids=self._published(lun), volume_condition=self._condition(lun)
+            ),
+        )
 
     def get_volume(self, req: csi.ControllerGetVolumeRequest) -> csi.ControllerGetVolumeResponse:
         if not req.volume_id:
@@ -771,7 +750,7 @@ class ControllerService:
             found = [
                 s
                 for s in legacy
-                if self.naming.classify_snapshot(s).owner is Owner.LEGACY and self._legacy_snapshot_ours(s, adopt=True)
+                if self.naming.classify_snapshot(s).owner is Owner.LEGACY and self._legacy_snapshot_ours(s)
             ]
         return found[0] if found else None
 
@@ -800,59 +779,33 @@ class ControllerService:
         log.info("deleted a retired volume with its last snapshot", extra={"fields": {"lun": lun.get("local_id")}})
 
     def list_snapshots(self, req: csi.ListSnapshotsRequest) -> csi.ListSnapshotsResponse:
-        if req.max_entries < 0:
-            raise invalid("max_entries must not be negative")
-        wheres: list[dict[str, Any]] = []
-        if req.snapshot_id or req.source_volume_id:
-            where: dict[str, Any] = {}
-            if req.snapshot_id:
-                if not is_uuid(req.snapshot_id):
-                    return csi.ListSnapshotsResponse()
-                where["local_id"] = req.snapshot_id
-            if req.source_volume_id:
-                lun = self._lun(req.source_volume_id, "list its snapshots")
-                if lun is None:
-                    return csi.ListSnapshotsResponse()
-                where["iscsi_lun"] = {"id": lun["id"]}
-            wheres.append(where)
-        else:
-            wheres.append({"name_starts_with": self.naming.name_prefix})
-            if self.cfg.adopt_legacy:
-                wheres.append({"iscsi_target": {"name_starts_with": f"{self.naming.prefix}-"}})
-        found: dict[str, dict[str, Any]] = {}
-        for where in wheres:
-            for snap in self._zbs("listing snapshots", self.client.snapshots.list, where):
-                found[snap["id"]] = snap
-        # A list never adopts: a legacy snapshot shows once its volume was adopted by id.
-        snaps = sorted(
-            (s for s in found.values() if self._snapshot_listed(s)),
-            key=lambda s: s["local_id"],
-        )
-        start = _page(req.starting_token, len(snaps))
-        end = len(snaps) if req.max_entries == 0 else min(len(snaps), start + req.max_entries)
-        page = snaps[start:end]
-        lun_ids = sorted({(s.get("iscsi_lun") or {}).get("id", "") for s in page} - {""})
-        luns = (
-            {lun["id"]: lun for lun in self._zbs("reading volumes", self.client.luns.list, {"id_in": lun_ids})}
-            if lun_ids
-            else {}
-        )
-        entries = []
-        for s in page:
-            src = luns.get((s.get("iscsi_lun") or {}).get("id", ""), {})
-            msg = csi.Snapshot(
-                size_bytes=int(src.get("assigned_size") or 0),
-                snapshot_id=s["local_id"],
-                source_volume_id=src.get("local_id", ""),
-                creation_time=_timestamp(s.get("local_created_at")),
-                ready_to_use=not s.get("entityAsyncStatus"),
-            )
-            entries.append(csi.ListSnapshotsResponse.Entry(snapshot=msg))
-        return csi.ListSnapshotsResponse(entries=entries, next_token=str(end) if end < len(snaps) else "")
+        limit = page_limit(req.max_entries)
+        where: dict[str, Any] = {}
+        if req.snapshot_id:
+            if not is_uuid(req.snapshot_id):
+                return csi.ListSnapshotsResponse()
+            where["local_id"] = req.snapshot_id
+        if req.source_volume_id:
+            lun = self._lun(req.source_volume_id, "list its snapshots")
+            if lun is None:
+                return csi.ListSnapshotsResponse()
+            where["iscsi_lun"] = {"id": lun["id"]}
+        items = self.listing.snapshots(where or self.listing.snapshot_scope(), req.starting_token, limit)
+        entries, token = take(items, limit, self._snapshot_entry)
+        return csi.ListSnapshotsResponse(entries=entries, next_token=token)
 
-    def _snapshot_listed(self, snap: dict[str, Any]) -> bool:
-        own = self.naming.classify_snapshot(snap).owner
-        return own is Owner.MINE or (own is Owner.LEGACY and self._legacy_snapshot_ours(snap, adopt=False))
+    @staticmethod
+    def _snapshot_entry(item: Item) -> csi.ListSnapshotsResponse.Entry:
+        snap, src = item.obj or {}, item.related or {}
+        return csi.ListSnapshotsResponse.Entry(
+            snapshot=csi.Snapshot(
+                size_bytes=int(src.get("assigned_size") or 0),
+                snapshot_id=snap["local_id"],
+                source_volume_id=src.get("local_id", ""),
+                creation_time=_timestamp(snap.get("local_created_at")),
+                ready_to_use=not snap.get("entityAsyncStatus"),
+            )
+        )
 
     def get_snapshot(self, req: csi.GetSnapshotRequest) -> csi.GetSnapshotResponse:
         if not req.snapshot_id:

@@ -54,25 +54,35 @@ class _TargetSlot:
 
 
 class TargetPool:
-    """This cluster's targets, filled up to ``luns_per_target``.
+    """This cluster's targets, filled up to ``luns_per_target``, read lazily, newest first.
 
     Placement is serialized in-process and counted with reservations, so 50 concurrent
     creates never overfill a target; another replica's creates surface as the API refusing a
-    full target, which refreshes the view and moves on.
+    full target, which marks it full and moves on. Targets are read a page at a time, newest
+    first (the newest has room unless every target is full), so the first create after a start
+    reads one page whatever the number of targets; every target is read only when all those
+    read so far are full, and then a new one is made, numbered after all of them.
     """
+
+    PAGE = 8  # targets come with the ids of all their LUNs: keep pages small
 
     def __init__(self, client: ZbsClient, cfg: Config, naming: Naming) -> None:
         self.client = client
         self.cfg = cfg
         self.naming = naming
         self._lock = threading.Lock()
-        self._slots: dict[str, _TargetSlot] | None = None
+        self._slots: dict[str, _TargetSlot] = {}
+        self._cursor: str | None = None  # the oldest target read so far
+        self._complete = False  # every target has been read
 
-    def _refresh(self) -> dict[str, _TargetSlot]:
-        slots = {}
-        for t in self.client.targets.list({"name_starts_with": self.naming.target_prefix}):
+    def _read_page(self) -> None:
+        """The next page of targets, older than every target read so far."""
+        page = self.client.targets.page(
+            {"name_starts_with": self.naming.target_prefix}, first=self.PAGE, after=self._cursor, descending=True
+        )
+        for t in page:
             parsed = self.naming.parse_target(t.get("name", ""))
-            if parsed is None:
+            if parsed is None or t["id"] in self._slots:
                 continue
             count = (
                 len(t["luns"])
@@ -80,7 +90,7 @@ class TargetPool:
                 else self.client.luns.count({"iscsi_target": {"id": t["id"]}})
             )
             stripe = (int(t.get("stripe_num") or DEFAULT_STRIPE_NUM), int(t.get("stripe_size") or DEFAULT_STRIPE_SIZE))
-            slots[t["id"]] = _TargetSlot(
+            self._slots[t["id"]] = _TargetSlot(
                 t["id"],
                 t["name"],
                 t.get("iqn_name") or target_iqn(t["name"]),
@@ -89,26 +99,34 @@ class TargetPool:
                 stripe,
                 parsed.chap_class,
             )
-        self._slots = slots
-        return slots
+        if page:
+            self._cursor = page[-1]["id"]
+        if len(page) < self.PAGE:
+            self._complete = True
 
-    def slot(self, target_id: str) -> _TargetSlot | None:
-        with self._lock:
-            slots = self._slots if self._slots is not None else self._refresh()
-            if target_id not in slots:
-                slots = self._refresh()
-            return slots.get(target_id)
+    def _forget_all(self) -> None:
+        """Read everything afresh from the next reservation on (another replica changed the targets)."""
+        self._slots, self._cursor, self._complete = {}, None, False
+
+    def _with_room(self, klass: TargetClass, exclude: set[str]) -> _TargetSlot | None:
+        """A target read so far with room for ``klass``, reading older pages until one has room."""
+        while True:
+            for slot in sorted(self._slots.values(), key=lambda s: s.counter):
+                if slot.luns < self.cfg.luns_per_target and slot.id not in exclude and klass.matches(slot):
+                    return slot
+            if self._complete:
+                return None
+            self._read_page()
 
     def reserve(self, klass: TargetClass, exclude: set[str] | None = None) -> _TargetSlot:
         """A target of ``klass`` with room for one more LUN, made when none has room."""
         with self._lock:
-            slots = self._slots if self._slots is not None else self._refresh()
-            for slot in sorted(slots.values(), key=lambda s: s.counter):
-                if slot.luns < self.cfg.luns_per_target and slot.id not in (exclude or set()) and klass.matches(slot):
+            for _ in range(5):
+                slot = self._with_room(klass, exclude or set())
+                if slot is not None:
                     slot.luns += 1
                     return slot
-            counter = max((s.counter for s in slots.values()), default=0) + 1
-            for _ in range(5):
+                counter = max((s.counter for s in self._slots.values()), default=0) + 1
                 name = self.naming.target_name(counter, klass.chap_class)
                 try:
                     t = self.client.targets.create(
@@ -124,17 +142,12 @@ class TargetPool:
                         ip_whitelist="*/*",
                     )
                 except zerr.ZbsApiError:
-                    # Another replica made it first: take what exists now.
-                    slots = self._refresh()
-                    existing = [s for s in slots.values() if s.name == name]
-                    if existing and existing[0].luns < self.cfg.luns_per_target and klass.matches(existing[0]):
-                        existing[0].luns += 1
-                        return existing[0]
-                    counter = max((s.counter for s in slots.values()), default=counter) + 1
+                    # Another replica made it first: read the targets again (its new one included).
+                    self._forget_all()
                     continue
                 iqn = t.get("iqn_name") or target_iqn(t["name"])
                 slot = _TargetSlot(t["id"], t["name"], iqn, counter, 1, klass.stripe, klass.chap_class)
-                slots[slot.id] = slot
+                self._slots[slot.id] = slot
                 log.info("created target", extra={"fields": {"target": name}})
                 return slot
             raise precondition("could not create a new driver target")
@@ -156,17 +169,17 @@ class TargetPool:
         if made:
             return
         with self._lock:
-            if self._slots and target_id in self._slots:
+            if target_id in self._slots:
                 self._slots[target_id].luns = max(0, self._slots[target_id].luns - 1)
 
     def forget(self, target_id: str) -> None:
         with self._lock:
-            if self._slots and target_id in self._slots:
+            if target_id in self._slots:
                 self._slots[target_id].luns = max(0, self._slots[target_id].luns - 1)
 
     def mark_full(self, target_id: str) -> None:
         with self._lock:
-            if self._slots and target_id in self._slots:
+            if target_id in self._slots:
                 self._slots[target_id].luns = self.cfg.luns_per_target
 
     _cluster: str | None = None
