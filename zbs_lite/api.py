@@ -28,7 +28,7 @@ from zbs_lite.db import Database, new_id, now_iso
 from zbs_lite.errors import ApiError, bad, not_found
 from zbs_lite.model import BPS_UNIT_FIELDS, CLUSTER, CONNECTION, LUN, QOS_FIELDS, SNAPSHOT, TARGET, TASK, Resource
 from zbs_lite.storage import Pool, allocated
-from zbs_lite.where import parse_query, translate
+from zbs_lite.where import Lookup, parse_query, translate
 
 log = logging.getLogger(__name__)
 
@@ -277,7 +277,7 @@ class Api:
 
     def select_sql(self, conn: sqlite3.Connection, res: Resource, body: Any) -> tuple[str, list[Any]]:
         """The SELECT a get-* body turns into (cursor resolved, ordered, limited)."""
-        q = parse_query(res, body)
+        q = parse_query(res, body, lookup=Lookup(conn))
         sql = f"{self._SELECT[res.name]} WHERE ({q.where.text})"
         params = list(q.where.params)
         if q.after is not None:
@@ -303,8 +303,8 @@ class Api:
             sql += f" AND {cmp}"
         direction = "DESC" if q.desc else "ASC"
         # "+" keeps SQLite from walking the primary key for ORDER BY and testing every row against
-        # a relation filter; it then uses the relation's index and sorts the few matches.
-        plus = "+" if q.related else ""
+        # a narrow term (where.Lookup); it then uses that term's index and sorts the few matches.
+        plus = "+" if q.narrow else ""
         sql += f" ORDER BY {plus}{q.order_col} {direction}"
         if q.order_field != "id":
             sql += f", {plus}{res.table}.id {direction}"  # ties broken by id, so cursors are stable
@@ -318,8 +318,9 @@ class Api:
             self.sync_connections()
         if body is None:
             body = {}
-        q = parse_query(res, {"where": body.get("where")} if isinstance(body, dict) else body)
         with self.db.read() as conn:
+            where = {"where": body.get("where")} if isinstance(body, dict) else body
+            q = parse_query(res, where, lookup=Lookup(conn))
             sql = f"SELECT COUNT(*) FROM {res.table} WHERE {q.where.text}"  # noqa: S608 - names from the model
             n = conn.execute(sql, q.where.params).fetchone()[0]
         return {"aggregate": {"count": n}}
@@ -494,7 +495,7 @@ class Api:
     def _matching(self, conn: sqlite3.Connection, res: Resource, body: Any) -> list[sqlite3.Row]:
         if not isinstance(body, dict) or not isinstance(body.get("where"), dict):
             raise bad("where", "is required (an object)")
-        sql = translate(res, body["where"])
+        sql = translate(res, body["where"], lookup=Lookup(conn))
         return conn.execute(f"{self._SELECT[res.name]} WHERE {sql.text} ORDER BY {res.table}.id", sql.params).fetchall()
 
     def _task(

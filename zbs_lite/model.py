@@ -254,6 +254,7 @@ CREATE TABLE IF NOT EXISTS snapshots (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS snapshots_name ON snapshots(lun_id, name);
 CREATE INDEX IF NOT EXISTS snapshots_local_id ON snapshots(local_id);
+CREATE INDEX IF NOT EXISTS snapshots_name_only ON snapshots(name);
 CREATE INDEX IF NOT EXISTS snapshots_target ON snapshots(target_id);
 CREATE TABLE IF NOT EXISTS tasks (
   id TEXT PRIMARY KEY,
