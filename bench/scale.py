@@ -169,6 +169,13 @@ class Bench:
         self.client = make_client(self.cfg)
         self.population = Population(self.client, Naming(self.cfg.target_prefix, self.cfg.kubernetes_cluster_id))
         self.rng = random.Random(16)
+        self.rss_curve: list[tuple[int, int]] = []  # (LUNs, zbs-lite RSS KiB) while it grows
+
+    def grow(self, n: int) -> None:
+        """To ``n`` LUNs, noting zbs-lite's RSS every 10,000 (does it level off?)."""
+        while self.population.count < n:
+            self.population.grow(min(n, (self.population.count // 10_000 + 1) * 10_000))
+            self.rss_curve.append((self.population.count, proc_kib(self.zl.proc.pid, "VmRSS")))  # type: ignore[union-attr]
 
     def measure(self, n: int) -> Figures:
         f = Figures(n)
@@ -309,13 +316,15 @@ def main() -> int:
         with ZbsLiteProcess(work / "zbs-lite", task_delay=0.0, pool="dir") as zl:
             bench = Bench(work, zl, args)
             for n in sizes:
-                grow, _ = timed(lambda n=n: bench.population.grow(n))
+                grow, _ = timed(lambda n=n: bench.grow(n))
                 print(f"grew to {n} LUNs in {grow:.1f}s", flush=True)
                 rows.append(bench.measure(n))
                 print(f"measured N={n} ({time.perf_counter() - started:.0f}s so far)", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report(rows, args.page)
+    curve = ", ".join(f"{n // 1000}k {kib / 1024:.0f}" for n, kib in bench.rss_curve if n % 10_000 == 0)
+    print(f"zbs-lite RSS (MiB) while growing, each after a restart at a measured size: {curve}")
     print(f"\nwall {time.perf_counter() - started:.0f}s")
     return 0
 

@@ -1248,26 +1248,6 @@ class Api:
                 (code, message, now_iso(), task["id"]),
             )
 
-    # ---------------------------------------------------------------- crash recovery
-
-    def reconcile(self) -> dict[str, int]:
-        """Make files match metadata after an unclean stop; returns what was fixed."""
-        with self.db.read() as conn:
-            luns = {r["local_id"]: r for r in conn.execute("SELECT * FROM luns")}
-            snaps = {r["local_id"] for r in conn.execute("SELECT local_id FROM snapshots")}
-        fixed = {"orphans_removed": 0, "missing_files": 0}
-        for sub, known in (("luns", set(luns)), ("snaps", snaps)):
-            for f in (self.pool.root / sub).iterdir():
-                if f.name not in known:
-                    log.warning("removing orphan data file %s", f)
-                    f.unlink()
-                    fixed["orphans_removed"] += 1
-        for local_id, row in luns.items():
-            if row["entity_async_status"] != "CREATING" and not self.pool.lun_path(local_id).exists():
-                log.error("LUN %s (%s) has no data file", row["name"], local_id)
-                fixed["missing_files"] += 1
-        return fixed
-
 
 def _unlink(files: list[Path]) -> None:
     for f in files:

@@ -26,6 +26,7 @@ from zbs_lite.api import Api, Settings
 from zbs_lite.db import Database
 from zbs_lite.dbcatalog import DbCatalog
 from zbs_lite.http import HttpFront, server_context
+from zbs_lite.recovery import reconcile
 from zbs_lite.storage import Pool, PoolKind
 from zbs_lite.tls import ensure_tls
 
@@ -173,7 +174,7 @@ class Service:
             chunk_ips=tuple(chunk_ips),
         )
         self.api = Api(self.db, self.pool, settings)
-        fixed = self.api.reconcile()
+        fixed = reconcile(self.db, self.pool)
         pending = self.api.pending_tasks()
         if pending:
             log.info("resuming %d unfinished task(s) from before the last stop", len(pending))
