@@ -58,7 +58,7 @@ class Config:
     size_granularity: int = GiB
     default_replica_num: int = 2
     default_thin_provision: bool = True
-    # GET_SNAPSHOT is alpha in CSI 1.12; tools built on older specs (csi-sanity v5.4.0) reject it.
+    # GET_SNAPSHOT is alpha in CSI 1.12; tools built on older specs (csi-sanity before v5.6.0) reject it.
     advertise_get_snapshot: bool = True
     # Targets made with CHAP on: every publish then needs the node's CHAP secret.
     chap: bool = False
@@ -73,8 +73,9 @@ class Config:
     default_fstype: str = "ext4"
     max_volumes_per_node: int = 256
     command_timeout: float = 120.0
-    # Kernel connector: open-iscsi session settings of every node record the driver makes
-    # (docs/csi-driver.md, "iSCSI session tuning", says how the defaults were chosen).
+    # iSCSI sessions (docs/csi-driver.md, "iSCSI session tuning", says how the defaults were
+    # chosen). The kernel connector writes them into every node record it makes; the userspace
+    # connector applies replacement_timeout itself (libiscsi has no such bound).
     iscsi_queue_depth: int = 128
     iscsi_cmds_max: int = 1024
     iscsi_replacement_timeout: int = 120

@@ -11,7 +11,13 @@ def make_connector(cfg: Config, runner: Runner) -> Connector:
     if cfg.connector == "userspace":
         from .userspace import UserspaceConnector
 
-        return UserspaceConnector(runner, cfg.state_dir, cfg.node_id, timeout=cfg.command_timeout)
+        return UserspaceConnector(
+            runner,
+            cfg.state_dir,
+            cfg.node_id,
+            timeout=cfg.command_timeout,
+            replacement_timeout=cfg.iscsi_replacement_timeout,
+        )
     from .kernel import KernelConnector, SessionTuning
 
     tuning = SessionTuning(cfg.iscsi_queue_depth, cfg.iscsi_cmds_max, cfg.iscsi_replacement_timeout)
