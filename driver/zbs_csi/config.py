@@ -73,14 +73,12 @@ class Config:
     default_fstype: str = "ext4"
     max_volumes_per_node: int = 256
     command_timeout: float = 120.0
-    # Kernel connector: open-iscsi session settings of every node record the driver makes
-    # (docs/csi-driver.md, "iSCSI session tuning", says how the defaults were chosen).
+    # iSCSI sessions (docs/csi-driver.md, "iSCSI session tuning", says how the defaults were
+    # chosen). The kernel connector writes them into every node record it makes; the userspace
+    # connector applies replacement_timeout itself (libiscsi has no such bound).
     iscsi_queue_depth: int = 128
     iscsi_cmds_max: int = 1024
     iscsi_replacement_timeout: int = 120
-    # Userspace connector: how long teardown waits for a lost iSCSI session to come back
-    # before failing the device's pending I/O (open-iscsi's replacement_timeout, same default).
-    replacement_timeout: float = 120.0
 
     def password(self) -> str:
         if self.zbs_password:
@@ -123,8 +121,6 @@ class Config:
             raise ConfigError("size_granularity must be a positive multiple of 512 bytes")
         if self.max_volumes_per_node < 1:
             raise ConfigError("max_volumes_per_node must be at least 1")
-        if self.replacement_timeout < 0:
-            raise ConfigError("replacement_timeout must not be negative")
 
     @property
     def socket_path(self) -> str:

@@ -9,6 +9,11 @@ stage_molecule() {
   local image
   image="$("$ROOT/scripts/build-image.sh")" || { echo "molecule: scripts/build-image.sh failed to build the node image"; return 1; }
   export ZBS_MOLECULE_IMAGE="$image"
+  # Molecule's state and the scenario's files (zbs-lite's data dir, rendered manifests) live in
+  # its ephemeral directory, by default ~/.ansible/tmp/molecule.<hash of "zbs">.<scenario>: one
+  # path for every checkout, so concurrent runs clobbered each other and a run could inherit an
+  # earlier one's state. Each run gets its own, removed afterwards.
+  local eph; eph="$(mktemp -d /tmp/smartx-zbs-molecule.XXXXXX)"
   local rc=0 scenario
   # extensions/molecule/<scenario> (collection-wide) and roles/<role>/molecule/<scenario>
   for scenario in "$ROOT"/extensions/molecule/*/molecule.yml "$ROOT"/roles/*/molecule/*/molecule.yml; do
@@ -16,8 +21,9 @@ stage_molecule() {
     local base; base="$(dirname "$(dirname "$(dirname "$scenario")")")"
     local name; name="$(basename "$(dirname "$scenario")")"
     echo "--- molecule test: ${base#"$ROOT"/} / $name"
-    (cd "$base" && molecule test -s "$name") || rc=1
+    (cd "$base" && MOLECULE_EPHEMERAL_DIRECTORY="$eph/${base#"$ROOT"/}/$name" molecule test -s "$name") || rc=1
   done
+  rm -rf "$eph"
   return $rc
 }
 

@@ -16,7 +16,7 @@ def make_connector(cfg: Config, runner: Runner) -> Connector:
             cfg.state_dir,
             cfg.node_id,
             timeout=cfg.command_timeout,
-            replacement_timeout=cfg.replacement_timeout,
+            replacement_timeout=cfg.iscsi_replacement_timeout,
         )
     from .kernel import KernelConnector, SessionTuning
 

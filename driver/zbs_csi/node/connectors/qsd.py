@@ -9,19 +9,20 @@ successful :func:`start` means the LUN is readable at ``disk``.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..runner import Runner
 
+log = logging.getLogger(__name__)
+
 NODE_NAME = "lun"
 EXPORT_ID = "exp"
-# qemu's iscsi ``timeout``: a command unanswered this long (s) makes libiscsi reconnect and
-# retry it, through the VIP, so a stuck chunk is left behind (Linux sd's default is also 30 s).
-REQUEST_TIMEOUT = 30
 
 
 @dataclass(frozen=True)
@@ -38,14 +39,19 @@ class QsdExport:
     readonly: bool = False
     chap_user: str = ""
     chap_secret_file: Path | None = None  # a 0600 file holding the CHAP secret (never argv)
+    # qemu's iscsi ``timeout`` (s): a command unanswered this long makes libiscsi reconnect and
+    # retry it; 0 leaves qemu's default (wait forever).
+    request_timeout: int = 0
 
     def argv(self) -> list[str]:
         host, _, port = self.portal.rpartition(":")
         blockdev = (
             f"driver=iscsi,node-name={NODE_NAME},transport=tcp,portal={host}:{port},"
             f"target={self.target_iqn},lun={self.lun},initiator-name={self.initiator},"
-            f"read-only={'on' if self.readonly else 'off'},timeout={REQUEST_TIMEOUT}"
+            f"read-only={'on' if self.readonly else 'off'}"
         )
+        if self.request_timeout:
+            blockdev += f",timeout={self.request_timeout}"
         argv = [
             "qemu-storage-daemon",
             "--daemonize",
@@ -102,10 +108,12 @@ def is_ours(pid: int, marker: str) -> bool:
     return "qemu-storage-daemon" in cmdline and bool(marker) and marker in cmdline
 
 
-def stop(pid: int, marker: str, grace: float = 30.0) -> None:
+def stop(pid: int, marker: str, grace: float = 30.0, on_stuck: Callable[[], None] | None = None) -> None:
     """SIGTERM the daemon (it logs out and removes its export), SIGKILL after ``grace`` seconds.
 
     Only a pid that :func:`is_ours` for ``marker`` (a path of this attachment) is signalled.
+    ``on_stuck`` runs before the SIGKILL (the connector fails the export's I/O there, so that
+    nothing waits on a daemon that is about to go).
     """
     if pid <= 1 or not pid_alive(pid) or not is_ours(pid, marker):
         return
@@ -114,4 +122,10 @@ def stop(pid: int, marker: str, grace: float = 30.0) -> None:
     while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     if pid_alive(pid):
+        log.warning("qemu-storage-daemon %d ignores SIGTERM: killing it", pid)
+        if on_stuck is not None:
+            on_stuck()
         os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
