@@ -53,13 +53,15 @@ def _remove_orphans(conn: sqlite3.Connection, pool: Pool, sub: str, table: str) 
 
 
 def reconcile(db: Database, pool: Pool) -> dict[str, int]:
-    """Remove files no row owns and report LUNs whose file is gone; returns the counts."""
+    """Remove files no row owns and report LUNs whose file was made and is gone; returns the counts."""
     fixed = {"orphans_removed": 0, "missing_files": 0}
     with db.read() as conn:
         for sub, table in (("luns", "luns"), ("snaps", "snapshots")):
             fixed["orphans_removed"] += _remove_orphans(conn, pool, sub, table)
-        for local_id, name, status in conn.execute("SELECT local_id, name, entity_async_status FROM luns"):
-            if status != "CREATING" and not pool.lun_path(local_id).exists():
+        # file_size is set when a task has made the file: 0 means its create task has not run yet
+        # (it runs again after this), whatever happened to the row meanwhile (a resize, a delete)
+        for local_id, name in conn.execute("SELECT local_id, name FROM luns WHERE file_size > 0"):
+            if not pool.lun_path(local_id).exists():
                 log.error("LUN %s (%s) has no data file", name, local_id)
                 fixed["missing_files"] += 1
     return fixed

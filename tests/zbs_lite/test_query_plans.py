@@ -17,10 +17,12 @@ from typing import Any
 
 import pytest
 
-from zbs_lite.api import Api, Settings
+from zbs_lite.api import Api
 from zbs_lite.db import Database, new_id
 from zbs_lite.errors import ApiError
 from zbs_lite.model import LUN, SNAPSHOT, TARGET, TASK, Resource
+from zbs_lite.queries import select_sql
+from zbs_lite.settings import Settings
 from zbs_lite.storage import Pool
 
 
@@ -32,13 +34,15 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Api:
     db = Database(tmp / "meta.db")
     api = Api(db, pool, Settings(username="a", password="b", task_delay=3600))  # tasks never run: metadata only
     targets = [
-        api.create_targets([{"name": f"t{i}", "cluster_id": api.cluster_id, "replica_num": 2, "thin_provision": True}])[
-            0
-        ]["data"]["id"]
+        api.call(
+            "create-iscsi-target",
+            [{"name": f"t{i}", "cluster_id": api.cluster_id, "replica_num": 2, "thin_provision": True}],
+        )[0]["data"]["id"]
         for i in range(12)
     ]
     for start in range(0, 3000, 250):
-        api.create_luns(
+        api.call(
+            "create-iscsi-lun",
             [{"name": f"vol-{i:05d}", "iscsi_target_id": targets[i % 12], "assigned_size": 1 << 30, "replica_num": 2}
              for i in range(start, start + 250)]
         )  # fmt: skip
@@ -49,7 +53,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Api:
 
 def plan(api: Api, res: Resource, body: dict[str, Any]) -> str:
     with api.db.read() as conn:
-        sql, params = api.select_sql(conn, res, {**body, "first": 100})
+        sql, params = select_sql(conn, res, {**body, "first": 100})
         rows = conn.execute("EXPLAIN QUERY PLAN " + sql, params).fetchall()
     return "\n".join(str(tuple(r)[-1]) for r in rows)
 
@@ -80,12 +84,12 @@ def test_lookups_use_an_index(api: Api, res: Resource, where: dict[str, Any]) ->
 
 
 def test_the_data_set_is_big(api: Api) -> None:
-    assert api._count(LUN, {})["aggregate"]["count"] == 3000
+    assert api.queries.count(LUN, {})["aggregate"]["count"] == 3000
     assert isinstance(api.db, Database) and isinstance(sqlite3.sqlite_version, str)
 
 
 def test_paging_through_everything_walks_the_primary_key(api: Api) -> None:
-    first = api._get(LUN, {"first": 100})
+    first = api.queries.get(LUN, {"first": 100})
     assert len(first) == 100
     text = plan(api, LUN, {"after": first[-1]["id"]})
     assert "SEARCH luns USING INDEX sqlite_autoindex_luns_1 (id>?)" in text and "TEMP B-TREE" not in text, text
@@ -97,16 +101,18 @@ def test_a_cluster_holds_at_most_4096_targets(tmp_path: Path) -> None:
     db = Database(tmp_path / "meta.db")
     api = Api(db, pool, Settings(username="a", password="b", task_delay=3600))
     for start in range(0, 4096, 1000):
-        api.create_targets(
+        api.call(
+            "create-iscsi-target",
             [{"name": f"n{i}", "cluster_id": api.cluster_id, "replica_num": 2, "thin_provision": True}
              for i in range(start, min(start + 1000, 4096))]
         )  # fmt: skip
     with pytest.raises(ApiError) as err:
-        api.create_targets(
-            [{"name": "one-more", "cluster_id": api.cluster_id, "replica_num": 2, "thin_provision": True}]
+        api.call(
+            "create-iscsi-target",
+            [{"name": "one-more", "cluster_id": api.cluster_id, "replica_num": 2, "thin_provision": True}],
         )
     assert err.value.status == 400 and "4096" in err.value.message
-    assert api._count(TARGET, {})["aggregate"]["count"] == 4096
+    assert api.queries.count(TARGET, {})["aggregate"]["count"] == 4096
     db.close()
 
 
@@ -136,18 +142,21 @@ def big(tmp_path_factory: pytest.TempPathFactory) -> Api:
     n_targets = -(-BIG_LUNS // PER_TARGET)
     targets = [
         t["data"]["id"]
-        for t in api.create_targets(
+        for t in api.call(
+            "create-iscsi-target",
             [{"name": f"drv-k8s.{i:04d}", "cluster_id": api.cluster_id, "replica_num": 2, "thin_provision": True}
-             for i in range(n_targets)]
+             for i in range(n_targets)],
         )
     ]  # fmt: skip
-    lun = api.create_luns(
-        [{"name": "k8s.pvc-0", "iscsi_target_id": targets[0], "assigned_size": 1 << 30, "replica_num": 2}]
+    lun = api.call(
+        "create-iscsi-lun",
+        [{"name": "k8s.pvc-0", "iscsi_target_id": targets[0], "assigned_size": 1 << 30, "replica_num": 2}],
     )
     lun_id = lun[0]["data"]["id"]
     with api.db.write() as conn:
         conn.execute("UPDATE luns SET entity_async_status = NULL WHERE id = ?", (lun_id,))
-    api.create_snapshots([{"iscsi_lun_id": lun_id, "iscsi_target_id": targets[0], "name": "k8s.snap-0"}])
+    snap = {"iscsi_lun_id": lun_id, "iscsi_target_id": targets[0], "name": "k8s.snap-0"}
+    api.call("create-iscsi-lun-snapshot", [snap])
     with api.db.write() as conn:
         lun_row = conn.execute("SELECT * FROM luns").fetchone()
         snap_row = conn.execute("SELECT * FROM snapshots").fetchone()
@@ -176,7 +185,7 @@ def steps(api: Api, res: Resource, body: dict[str, Any]) -> tuple[int, int]:
         return 0
 
     with api.db.read() as conn:
-        sql, params = api.select_sql(conn, res, body)
+        sql, params = select_sql(conn, res, body)
         conn.set_progress_handler(tick, 1000)
         try:
             n = len(conn.execute(sql, params).fetchall())
@@ -187,7 +196,7 @@ def steps(api: Api, res: Resource, body: dict[str, Any]) -> tuple[int, int]:
 
 def big_plan(api: Api, res: Resource, body: dict[str, Any]) -> str:
     with api.db.read() as conn:
-        sql, params = api.select_sql(conn, res, body)
+        sql, params = select_sql(conn, res, body)
         return "\n".join(str(tuple(r)[-1]) for r in conn.execute("EXPLAIN QUERY PLAN " + sql, params))
 
 
@@ -197,9 +206,9 @@ def _ids(api: Api, sql: str, *params: Any) -> list[str]:
 
 
 def test_the_big_data_set_has_smartx_scale(big: Api) -> None:
-    assert big._count(LUN, {})["aggregate"]["count"] == BIG_LUNS
-    assert big._count(TARGET, {})["aggregate"]["count"] == 393
-    assert big._count(SNAPSHOT, {})["aggregate"]["count"] == BIG_SNAPSHOTS
+    assert big.queries.count(LUN, {})["aggregate"]["count"] == BIG_LUNS
+    assert big.queries.count(TARGET, {})["aggregate"]["count"] == 393
+    assert big.queries.count(SNAPSHOT, {})["aggregate"]["count"] == BIG_SNAPSHOTS
     with big.db.read() as conn:
         assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'sqlite_stat1'").fetchone() is None
 
