@@ -28,8 +28,8 @@ class DbCatalog(Publisher):
         self._db = db
         self._lun_dir = str(pool.lun_dir)  # paths built by hand: pathlib costs ~70 us per LUN view
         self._cluster_id = cluster_id
-        # per target: LUN id -> (its row, its view), so unchanged rows keep their view
-        self._lun_views: dict[str, dict[str, tuple[tuple[Any, ...], LunView]]] = {}
+        # per target: LUN id -> its view, so unchanged rows keep their view
+        self._lun_views: dict[str, dict[str, LunView]] = {}
         with db.read() as conn:
             ids = [r[0] for r in conn.execute("SELECT id FROM targets")]
             super().__init__(self._read(conn, CatalogSnapshot(), ids))
@@ -73,26 +73,24 @@ class DbCatalog(Publisher):
             (target_id,),
         ).fetchall()
         cache = self._lun_views.get(target_id, {})
-        fresh: dict[str, tuple[tuple[Any, ...], LunView]] = {}
+        fresh: dict[str, LunView] = {}
         for r in rows:
-            key = tuple(r)
-            hit = cache.get(r[0])
-            if hit is None or hit[0] != key:
+            view = cache.get(r[0])
+            if view is None or not _shows(view, r):
                 view = LunView(
                     id=r[0],
                     local_id=r[1],
                     name=r[2],
                     lun_id=r[3],
-                    target_id=r[4],
+                    target_id=target_id,  # one string for all of the target's views
                     size=r[5],
                     path=f"{self._lun_dir}/{r[1]}",
                     allowed_initiators=r[6],
                     thin_provision=bool(r[7]),
                 )
-                hit = (key, view)
-            fresh[r[0]] = hit
+            fresh[r[0]] = view
         self._lun_views[target_id] = fresh
-        views = tuple(v for _, v in fresh.values())
+        views = tuple(fresh.values())
         same = len(views) == len(before) and all(a is b for a, b in zip(views, before))
         return before if same else views
 
@@ -151,6 +149,18 @@ class DbCatalog(Publisher):
     def clear_connections(self) -> None:
         with self._db.write() as db:
             db.execute("DELETE FROM connections")
+
+
+def _shows(view: LunView, r: sqlite3.Row) -> bool:
+    """Whether ``view`` still shows LUN row ``r`` (the columns ``_luns`` reads, in its order)."""
+    return (view.local_id, view.name, view.lun_id, view.size, view.allowed_initiators, view.thin_provision) == (
+        r[1],
+        r[2],
+        r[3],
+        r[5],
+        r[6],
+        bool(r[7]),
+    )
 
 
 def _target_view(r: sqlite3.Row) -> TargetView:

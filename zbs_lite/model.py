@@ -241,6 +241,8 @@ CREATE UNIQUE INDEX IF NOT EXISTS luns_lun_id ON luns(target_id, lun_id);
 CREATE INDEX IF NOT EXISTS luns_local_id ON luns(local_id);
 CREATE INDEX IF NOT EXISTS luns_name_only ON luns(name);
 CREATE INDEX IF NOT EXISTS luns_target ON luns(target_id, id);
+-- a _contains filter (the CSI driver counts a node's LUNs by IQN) scans this narrow index, not the rows
+CREATE INDEX IF NOT EXISTS luns_allowed ON luns(allowed_initiators);
 CREATE TABLE IF NOT EXISTS snapshots (
   id TEXT PRIMARY KEY,
   lun_id TEXT NOT NULL REFERENCES luns(id),

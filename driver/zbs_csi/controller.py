@@ -476,12 +476,18 @@ class ControllerService:
     def _check_attach_limit(self, node_id: str) -> None:
         """RESOURCE_EXHAUSTED when the node already has ``max_volumes_per_node`` volumes published.
 
-        Every LUN published to the node counts, static ones too: the limit is the node's.
+        Every LUN published to the node counts, static ones too: the limit is the node's. The
+        count answers first (no rows move; an IQN that is a prefix of another only adds to it):
+        the LUNs themselves are read only when the node may be at its limit.
         """
+        where = {"allowed_initiators_contains": node_id}
+        count = self._zbs(f"counting the volumes of {node_id}", self.client.luns.count, where)
+        if count < self.cfg.max_volumes_per_node:
+            return
         published = self._zbs(
             f"counting the volumes of {node_id}",
             self.client.luns.list,
-            {"allowed_initiators_contains": node_id},
+            where,
         )
         mine = [lun for lun in published if node_id in self._published(lun)]
         if len(mine) >= self.cfg.max_volumes_per_node:
