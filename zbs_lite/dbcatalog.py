@@ -27,9 +27,8 @@ class DbCatalog(Publisher):
     def __init__(self, db: Database, pool: Pool, cluster_id: str) -> None:
         self._db = db
         self._lun_dir = str(pool.lun_dir)  # paths built by hand: pathlib costs ~70 us per LUN view
+        self._sizes: dict[int, int] = {}  # see _shared_size
         self._cluster_id = cluster_id
-        # per target: LUN id -> its view, so unchanged rows keep their view
-        self._lun_views: dict[str, dict[str, LunView]] = {}
         with db.read() as conn:
             ids = [r[0] for r in conn.execute("SELECT id FROM targets")]
             super().__init__(self._read(conn, CatalogSnapshot(), ids))
@@ -56,7 +55,6 @@ class DbCatalog(Publisher):
             ).fetchone()
             if row is None:
                 targets[tid] = None
-                self._lun_views.pop(tid, None)
                 continue
             old = base.by_id.get(tid)
             new = _target_view(row)
@@ -72,8 +70,9 @@ class DbCatalog(Publisher):
             " FROM luns WHERE target_id = ? AND file_size > 0 ORDER BY lun_id",  # a LUN is served once its file is
             (target_id,),
         ).fetchall()
-        cache = self._lun_views.get(target_id, {})
-        fresh: dict[str, LunView] = {}
+        # the previous snapshot's views are the cache: no second index of every LUN to keep
+        cache = {v.id: v for v in before}
+        views = []
         for r in rows:
             view = cache.get(r[0])
             if view is None or not _shows(view, r):
@@ -83,16 +82,24 @@ class DbCatalog(Publisher):
                     name=r[2],
                     lun_id=r[3],
                     target_id=target_id,  # one string for all of the target's views
-                    size=r[5],
+                    size=self._shared_size(r[5]),
                     path=f"{self._lun_dir}/{r[1]}",
                     allowed_initiators=r[6],
                     thin_provision=bool(r[7]),
                 )
-            fresh[r[0]] = view
-        self._lun_views[target_id] = fresh
-        views = tuple(fresh.values())
+            views.append(view)
         same = len(views) == len(before) and all(a is b for a, b in zip(views, before))
-        return before if same else views
+        return before if same else tuple(views)
+
+    def _shared_size(self, size: int) -> int:
+        """One int object per LUN size: sizes repeat (a StorageClass's few), and each view holding
+        its own costs 32 bytes per LUN. At most 256 sizes are kept, so odd sizes cannot grow it."""
+        shared = self._sizes.get(size)
+        if shared is None:
+            if len(self._sizes) >= 256:
+                return size
+            self._sizes[size] = shared = size
+        return shared
 
     # ------------------------------------------------------------------ sessions
 
