@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 
 NODE_NAME = "lun"
 EXPORT_ID = "exp"
+# qemu's iscsi ``timeout``: a command unanswered this long (s) makes libiscsi reconnect and
+# retry it, through the VIP, so a stuck chunk is left behind (Linux sd's default is also 30 s).
+REQUEST_TIMEOUT = 30
 
 
 @dataclass(frozen=True)
@@ -39,19 +42,15 @@ class QsdExport:
     readonly: bool = False
     chap_user: str = ""
     chap_secret_file: Path | None = None  # a 0600 file holding the CHAP secret (never argv)
-    # qemu's iscsi ``timeout`` (s): a command unanswered this long makes libiscsi reconnect and
-    # retry it; 0 leaves qemu's default (wait forever).
-    request_timeout: int = 0
+    request_timeout: int = REQUEST_TIMEOUT
 
     def argv(self) -> list[str]:
         host, _, port = self.portal.rpartition(":")
         blockdev = (
             f"driver=iscsi,node-name={NODE_NAME},transport=tcp,portal={host}:{port},"
             f"target={self.target_iqn},lun={self.lun},initiator-name={self.initiator},"
-            f"read-only={'on' if self.readonly else 'off'}"
+            f"read-only={'on' if self.readonly else 'off'},timeout={self.request_timeout}"
         )
-        if self.request_timeout:
-            blockdev += f",timeout={self.request_timeout}"
         argv = [
             "qemu-storage-daemon",
             "--daemonize",
@@ -109,11 +108,10 @@ def is_ours(pid: int, marker: str) -> bool:
 
 
 def stop(pid: int, marker: str, grace: float = 30.0, on_stuck: Callable[[], None] | None = None) -> None:
-    """SIGTERM the daemon (it logs out and removes its export), SIGKILL after ``grace`` seconds.
+    """SIGTERM the daemon (it logs out and removes its export); one still running after
+    ``grace`` seconds gets ``on_stuck`` called, then SIGKILL (waited for up to 10 s).
 
     Only a pid that :func:`is_ours` for ``marker`` (a path of this attachment) is signalled.
-    ``on_stuck`` runs before the SIGKILL (the connector fails the export's I/O there, so that
-    nothing waits on a daemon that is about to go).
     """
     if pid <= 1 or not pid_alive(pid) or not is_ours(pid, marker):
         return
@@ -121,11 +119,12 @@ def stop(pid: int, marker: str, grace: float = 30.0, on_stuck: Callable[[], None
     deadline = time.monotonic() + grace
     while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    if pid_alive(pid):
-        log.warning("qemu-storage-daemon %d ignores SIGTERM: killing it", pid)
-        if on_stuck is not None:
-            on_stuck()
-        os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
+    if not pid_alive(pid):
+        return
+    log.warning("qemu-storage-daemon %d ignores SIGTERM: killing it", pid)
+    if on_stuck is not None:
+        on_stuck()
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)

@@ -38,9 +38,6 @@ from .tcp import has_established
 
 log = logging.getLogger(__name__)
 
-# qemu's iscsi ``timeout``: a command unanswered this long (s) makes libiscsi reconnect and
-# retry it, through the VIP, so a stuck chunk is left behind (Linux sd's default is also 30 s).
-REQUEST_TIMEOUT = 30
 IO_FAILED = "io-failed"  # in the run directory: this export's I/O was failed (session lost)
 
 
@@ -98,7 +95,6 @@ class UserspaceConnector:
             readonly=target.readonly,
             chap_user=chap.username if chap is not None else "",
             chap_secret_file=secret if chap is not None else None,
-            request_timeout=REQUEST_TIMEOUT,
         )
         export.disk.touch()
         if chap is not None:
@@ -281,12 +277,13 @@ class UserspaceConnector:
         """SIGTERM (the daemon unmounts its export); one still running after ``grace`` s is killed.
 
         A daemon whose session is lost has nothing left to write, and libiscsi's reconnect
-        loop ignores SIGTERM: it gets a short grace. A stuck one (libiscsi reconnecting, or
-        waiting on its own export) first has its export's I/O failed, so nothing waits on it.
+        loop ignores SIGTERM: it gets a short grace.
         """
         pid = self._daemon(data)
         if pid is not None:
-            qsd.stop(pid, data.get("run_dir", ""), grace=grace, on_stuck=lambda: self._fail_io(data))
+            # Stuck (libiscsi reconnecting, or waiting on its own export): the export's I/O is
+            # failed first, so nothing waits on the daemon, then it is killed.
+            qsd.stop(pid, data.get("run_dir", ""), grace, on_stuck=lambda: self._fail_io(data))
 
     def _cleanup_dir(self, run: Path) -> None:
         if run.parent != self.root:
