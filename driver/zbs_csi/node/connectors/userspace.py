@@ -277,8 +277,7 @@ class UserspaceConnector:
         """SIGTERM (the daemon unmounts its export); one still running after ``grace`` s is killed.
 
         A daemon whose session is lost has nothing left to write, and libiscsi's reconnect
-        loop ignores SIGTERM: it gets a short grace. A stuck one (libiscsi reconnecting, or
-        waiting on its own export) first has its export's I/O failed, so nothing waits on it.
+        loop ignores SIGTERM: it gets a short grace.
         """
         pid = self._daemon(data)
         if pid is not None:
