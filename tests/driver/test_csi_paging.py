@@ -82,9 +82,10 @@ def _delete(ctrl: DriverProcess, volume_id: str) -> None:
     ctrl.controller.DeleteVolume(csi.DeleteVolumeRequest(volume_id=volume_id), timeout=300)
 
 
-def _pages(ctrl: DriverProcess, max_entries: int) -> Iterator[csi.ListVolumesResponse]:
+def _pages(ctrl: DriverProcess, max_entries: int, limit: int = 500) -> Iterator[csi.ListVolumesResponse]:
+    """A pass following next_token; one that never ends (a token that does not move on) fails."""
     token = ""
-    while True:
+    for _ in range(limit):
         resp = ctrl.controller.ListVolumes(
             csi.ListVolumesRequest(max_entries=max_entries, starting_token=token), timeout=120
         )
@@ -92,6 +93,7 @@ def _pages(ctrl: DriverProcess, max_entries: int) -> Iterator[csi.ListVolumesRes
         token = resp.next_token
         if not token:
             return
+    pytest.fail(f"a ListVolumes pass did not end within {limit} pages")
 
 
 def _delete_everything(ctrl: DriverProcess) -> None:
@@ -130,6 +132,8 @@ def test_every_volume_once_across_pages_while_volumes_come_and_go(east: DriverPr
         for page in _pages(east, 4):
             ids = [e.volume.volume_id for e in page.entries]
             assert len(ids) <= 4
+            again = set(ids) & set(listed)
+            assert not again, f"listed again on a later page: {sorted(again)}"
             listed += ids
             if page.next_token and transient:
                 # the token's own volume goes away before the token is used
