@@ -38,7 +38,7 @@ fi
 work="$(mktemp -d "$BASE/build.XXXXXX")"
 cleanup() {
   # debootstrap leaves /proc and /sys mounted in the rootfs when it fails: unmount before removing.
-  findmnt -rn -o TARGET | grep -F "$work/" | sort -r | while read -r m; do umount -l "$m" || true; done
+  findmnt -rn -o TARGET | { grep -F "$work/" || true; } | sort -r | while read -r m; do umount -l "$m" || true; done
   rm -rf --one-file-system "$work"
 }
 trap cleanup EXIT

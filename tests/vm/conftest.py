@@ -57,3 +57,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.section("vm figures (TCG timings are not production timings)")
         for key, value in RESULTS.items():
             terminalreporter.write_line(f"{key}: {value:.2f}")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Booting the VMs under software emulation counts against the first test's time.
+    for item in items:
+        item.add_marker(pytest.mark.timeout(2400))

@@ -398,6 +398,12 @@ class Vm:
             f"(mountpoint -q /mnt/share || {p9} share /mnt/share) && "
             f"echo \"import site; site.addsitedir('{site}')\" > /usr/lib/python3/dist-packages/zbs-venv.pth"
         )
+        # The image carries no initiator name (cloned nodes must not share one): provisioning
+        # gives each node its own, as Debian's open-iscsi postinst would have.
+        self.sh(
+            "[ -s /etc/iscsi/initiatorname.iscsi ] || "
+            "echo InitiatorName=$(iscsi-iname -p iqn.1993-08.org.debian:01) > /etc/iscsi/initiatorname.iscsi"
+        )
         self.iqn = self.sh("sed -n 's/^InitiatorName=//p' /etc/iscsi/initiatorname.iscsi").stdout.strip()
 
     def kill(self) -> None:
