@@ -391,9 +391,10 @@ class ControllerService:
             target = self.pool.slot(target_id)
             if target is None:
                 raise not_found(f"the target of volume {req.volume_id} is gone")
-            return csi.ControllerPublishVolumeResponse(
-                publish_context={"portal": self.portal(), "targetIqn": target.iqn, "lun": str(lun["lun_id"])}
-            )
+            context = {"portal": self.portal(), "targetIqn": target.iqn, "lun": str(lun["lun_id"])}
+            if self.cfg.data_portals:
+                context["portals"] = ",".join(self.cfg.data_portal_list)
+            return csi.ControllerPublishVolumeResponse(publish_context=context)
 
     def _check_attach_limit(self, node_id: str) -> None:
         """RESOURCE_EXHAUSTED when the node already has ``max_volumes_per_node`` of our volumes."""

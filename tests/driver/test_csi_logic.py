@@ -109,12 +109,24 @@ def test_publish_context_is_validated() -> None:
     ok = AttachTarget.from_context(
         "v", {"portal": "127.0.0.1:3260", "targetIqn": "iqn.2016-02.com.smartx:system:t", "lun": "3"}
     )
-    assert (ok.portal, ok.lun) == ("127.0.0.1:3260", 3)
+    assert (ok.portal, ok.lun, ok.portals) == ("127.0.0.1:3260", 3, ())
+    paths = AttachTarget.from_context(
+        "v",
+        {
+            "portal": "10.0.0.1:3260",
+            "portals": "10.0.0.11:3261, 10.0.0.12:3261",
+            "targetIqn": "iqn.2016-02.com.smartx:system:t",
+            "lun": "3",
+        },
+    )
+    assert paths.portals == ("10.0.0.11:3261", "10.0.0.12:3261")
     for bad in (
         {"portal": "h:1/x", "targetIqn": "iqn.2016-02.com.smartx:system:t", "lun": "1"},
         {"portal": "h:99999", "targetIqn": "iqn.2016-02.com.smartx:system:t", "lun": "1"},
         {"portal": "h:1", "targetIqn": "-o", "lun": "1"},
         {"portal": "h:1", "targetIqn": "iqn.2016-02.com.smartx:system:t", "lun": "1 2"},
+        {"portal": "h:1", "portals": "h:2,-o", "targetIqn": "iqn.2016-02.com.smartx:system:t", "lun": "1"},
+        {"portal": "h:1", "portals": "h:2/x", "targetIqn": "iqn.2016-02.com.smartx:system:t", "lun": "1"},
     ):
         with pytest.raises(ConnectorError):
             AttachTarget.from_context("v", bad)
