@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -290,6 +291,17 @@ def test_an_interrupted_attach_is_undone_from_its_checkpoint(tmp_path: Path) -> 
     assert (host.sys / "block/sda/device/delete").read_text() == "1"
     assert ["iscsiadm", "-m", "node", "-T", IQN, "-p", VIP, "--logout"] in bare(runner.calls)
     assert ["iscsiadm", "-m", "node", "-T", IQN, "-p", VIP, "-o", "delete"] in bare(runner.calls)
+
+
+def test_a_masked_lun_fails_at_once_instead_of_waiting_for_a_device(tmp_path: Path) -> None:
+    host = FakeHost(tmp_path)
+    host.serve(VIP, 6, VOL)  # the session shows LUN 6 only: LUN 5 is masked for this node
+    conn, _ = connector(host)
+    conn.device_timeout = 60
+    t0 = time.monotonic()
+    with pytest.raises(ConnectorError, match="not visible"):
+        conn.attach(AttachTarget(VOL, VIP, IQN, 5), None, Checkpoints())
+    assert time.monotonic() - t0 < 10
 
 
 def test_a_reused_lun_id_with_another_volume_is_refused(tmp_path: Path) -> None:

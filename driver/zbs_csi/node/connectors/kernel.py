@@ -176,9 +176,13 @@ class KernelConnector:
             if not data["hctls"]:
                 raise ConnectorError(f"no logged-in session to {target.target_iqn}")
             checkpoint(data)
-            for hctl in data["hctls"]:
-                self._scan_lun(hctl)
-            disks = self._wait_disks(data["hctls"])
+            seen = [hctl for hctl in data["hctls"] if self._scan_lun(hctl)]
+            if not seen:
+                raise ConnectorError(
+                    f"LUN {target.lun} of {target.target_iqn} is not visible to {self.initiator} on any path: "
+                    "not published to this node (LUN masking), or deleted"
+                )
+            disks = self._wait_disks(seen)
         want = expected_serial(target.volume_id)
         for disk in disks:
             serial = self._sysfs_serial(disk)
@@ -285,10 +289,18 @@ class KernelConnector:
             return int(m[1]), 0, 0
         raise ConnectorError(f"session {session.sid} has no SCSI host in sysfs")
 
-    def _scan_lun(self, hctl: str) -> None:
-        """Targeted rescan: only this LUN, never a wildcard scan of the host."""
+    def _scan_lun(self, hctl: str) -> bool:
+        """Targeted rescan: only this LUN, never a wildcard scan of the host.
+
+        The write returns once the target answered; a LUN it does not show this initiator
+        (masked, deleted) leaves no SCSI device, so there is nothing to wait for.
+        """
         host, channel, scsi_target, lun = hctl.split(":")
         (self.sys / "class" / "scsi_host" / f"host{host}" / "scan").write_text(f"{channel} {scsi_target} {lun}")
+        if (self.sys / "class" / "scsi_device" / hctl).exists():
+            return True
+        log.warning("the scan of %s found no LUN", hctl)
+        return False
 
     def _disk_at(self, hctl: str) -> str:
         blocks = sorted((self.sys / "class" / "scsi_device" / hctl / "device" / "block").glob("*"))
