@@ -10,10 +10,11 @@ configuration (``find_multipaths strict``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -63,3 +64,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # Booting the VMs under software emulation counts against the first test's time.
     for item in items:
         item.add_marker(pytest.mark.timeout(2400))
+
+
+@pytest.fixture
+def undo() -> Iterator[list[Callable[[], object]]]:
+    """Clean-up steps a test registers as it creates things; run (best effort) even when it fails,
+    so one failing scenario does not leave a staged volume that changes the next one's outcome."""
+    steps: list[Callable[[], object]] = []
+    yield steps
+    for step in reversed(steps):
+        with contextlib.suppress(Exception):
+            step()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import shlex
 import signal
@@ -360,7 +361,7 @@ class Vm:
         argv = self.ns.exec(
             "qemu-system-x86_64", *self.accel.args, "-m", str(self.memory_mb), "-smp", "1",
             "-kernel", str(self.image / "vmlinuz"), "-initrd", str(self.image / "initrd.img"),
-            "-append", f"root=/dev/vda rw console=ttyS0 net.ifnames=0 panic=-1 zbsvm.ip={self.ip}/24 "
+            "-append", f"root=/dev/vda rw console=ttyS0 quiet net.ifnames=0 panic=-1 zbsvm.ip={self.ip}/24 "
                        f"systemd.hostname={self.name}",
             "-drive", f"file={self.disk},if=virtio,format=qcow2,cache=unsafe",
             "-netdev", f"tap,id=n0,ifname={tap},script=no,downscript=no",
@@ -492,6 +493,11 @@ class Vm:
             check=False,
         ).stdout
         return [line for line in out.splitlines() if line.strip()]
+
+    def active_paths(self, wwid: str) -> int:
+        """Paths of the multipath map ``wwid`` that are up (``active ready running``)."""
+        out = self.sh(f"multipath -ll {shlex.quote(wwid)}").stdout
+        return len(re.findall(r"active\s+ready\s+running", out))
 
     def log_since(self, offset: int) -> str:
         try:
@@ -765,3 +771,26 @@ def chunk_failover(rig: Rig, vm: Vm, s: Staged, chunk: int, during: Callable[[],
     finally:
         writer.stop()
     return Failover(chunk, writer.longest_pause(), len(writer.acks), writer.verify())
+
+
+def provision(
+    rig: Rig, vm: Vm, node: Csi, name: str, undo: list[Callable[[], object]], *, fs: str = "xfs", block: bool = False
+) -> Staged:
+    """CreateVolume, ControllerPublish to ``vm``, NodeStage + NodePublish; each undone in ``undo``."""
+    ctl = rig.controller
+    vid = ctl.create(name, GiB, fs=fs, block=block)
+    undo.append(lambda: ctl.delete(vid))
+    ctx = ctl.publish(vid, vm.iqn, block=block)
+    undo.append(lambda: ctl.unpublish(vid, vm.iqn))
+    s = stage(node, vid, ctx, fs=fs, block=block, pod=name)
+    undo.append(lambda: unstage(node, s))
+    return s
+
+
+def retire(rig: Rig, vm: Vm, node: Csi, s: Staged) -> list[str]:
+    """NodeUnpublish + NodeUnstage, ControllerUnpublish, DeleteVolume; what the node still holds."""
+    unstage(node, s)
+    rig.controller.unpublish(s.volume_id, vm.iqn)
+    left = vm.leftovers(s.target_iqn, s.volume_id)
+    rig.controller.delete(s.volume_id)
+    return left

@@ -11,60 +11,52 @@ between two acknowledged writes is recorded (bench/vm.py reports it; tests never
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
-from rig import CHUNKS, GiB, Rig, chunk_failover, chunk_of, node_plugin, stage, stats, unstage
+from rig import CHUNKS, Rig, chunk_failover, chunk_of, node_plugin, provision, retire, stats
+
+CURRENT_PORTAL = "iscsiadm -m session -P1 | sed -n 's/.*Current Portal: \\([^,]*\\),.*/\\1/p'"
 
 
-def test_single_path_survives_its_chunk_through_the_vip(rig: Rig, results: dict[str, float]) -> None:
+def test_single_path_survives_its_chunk_through_the_vip(
+    rig: Rig, results: dict[str, float], undo: list[Callable[[], object]]
+) -> None:
     vm = rig.vms[1]
     node = node_plugin(vm, multipath=False)
-    ctl = rig.controller
-    vid = ctl.create("seed-2-single", GiB, fs="xfs")
-    ctx = ctl.publish(vid, vm.iqn)
-    s = stage(node, vid, ctx, fs="xfs", pod="seed-2-single")
-    portal = vm.sh("iscsiadm -m session -P1 | sed -n 's/.*Current Portal: \\([^,]*\\),.*/\\1/p'").stdout.split()
+    s = provision(rig, vm, node, "seed-2-single", undo)
+    portal = vm.sh(CURRENT_PORTAL).stdout.split()
     assert len(portal) == 1, portal
     chunk = chunk_of(portal[0])
 
     result = chunk_failover(rig, vm, s, chunk)
     assert result.verified == "ok", f"after {result.acks} acknowledged writes: {result.verified}"
-    results["single path, chunk stop: longest pause (s)"] = result.pause
-    moved = vm.sh("iscsiadm -m session -P1 | sed -n 's/.*Current Portal: \\([^,]*\\),.*/\\1/p'").stdout.split()
+    results["single path (VIP), its chunk stopped: longest write pause (s)"] = result.pause
+    moved = vm.sh(CURRENT_PORTAL).stdout.split()
     assert moved and chunk_of(moved[0]) != chunk, "the session should now be on another chunk"
     assert not stats(node, s).volume_condition.abnormal
-
-    unstage(node, s)
-    ctl.unpublish(vid, vm.iqn)
-    assert vm.leftovers(ctx["targetIqn"], vid) == []
-    ctl.delete(vid)
+    assert retire(rig, vm, node, s) == []
 
 
-def test_multipath_survives_path_loss_and_the_path_comes_back(rig: Rig, results: dict[str, float]) -> None:
+def test_multipath_survives_path_loss_and_the_path_comes_back(
+    rig: Rig, results: dict[str, float], undo: list[Callable[[], object]]
+) -> None:
     vm = rig.vms[0]
     node = node_plugin(vm, multipath=True)
-    ctl = rig.controller
-    vid = ctl.create("seed-2-multi", GiB, fs="xfs")
-    ctx = ctl.publish(vid, vm.iqn)
-    s = stage(node, vid, ctx, fs="xfs", pod="seed-2-multi")
+    s = provision(rig, vm, node, "seed-2-multi", undo)
     wwid = vm.sh(f"findmnt -no SOURCE {s.staging}").stdout.strip().rsplit("/", 1)[1]
-    assert vm.sh(f"multipath -ll {wwid}").stdout.count("active ready running") == CHUNKS
+    assert vm.active_paths(wwid) == CHUNKS
 
     def degraded() -> None:
-        paths = vm.sh(f"multipath -ll {wwid}").stdout
-        assert paths.count("active ready running") == CHUNKS - 1, paths
+        assert vm.active_paths(wwid) == CHUNKS - 1, vm.sh(f"multipath -ll {wwid}").stdout
         st = stats(node, s)
         assert not st.volume_condition.abnormal, "one path down of three is degraded, not abnormal"
 
     result = chunk_failover(rig, vm, s, 1, during=degraded)
     assert result.verified == "ok", f"after {result.acks} acknowledged writes: {result.verified}"
-    results["multipath, one of 3 paths lost: longest pause (s)"] = result.pause
+    results[f"multipath, 1 of {CHUNKS} paths lost: longest write pause (s)"] = result.pause
 
     deadline = time.monotonic() + 180
-    while vm.sh(f"multipath -ll {wwid}").stdout.count("active ready running") < CHUNKS:
+    while vm.active_paths(wwid) < CHUNKS:
         assert time.monotonic() < deadline, vm.sh(f"multipath -ll {wwid}").stdout
         time.sleep(2)
-
-    unstage(node, s)
-    ctl.unpublish(vid, vm.iqn)
-    assert vm.leftovers(ctx["targetIqn"], vid) == []
-    ctl.delete(vid)
+    assert retire(rig, vm, node, s) == []

@@ -10,9 +10,10 @@ expansion, and unstage leaving no session, node record, SCSI device, map or stag
 from __future__ import annotations
 
 import shlex
+from collections.abc import Callable
 
 import pytest
-from rig import CHUNKS, GiB, Rig, Staged, node_plugin, stage, stats, unstage
+from rig import CHUNKS, GiB, Rig, Staged, node_plugin, provision, retire, stats
 from zbs_csi.proto import csi_pb2 as csi
 
 
@@ -28,24 +29,23 @@ def device_of(rig: Rig, vm_name: str, s: Staged) -> str:
 
 
 @pytest.mark.parametrize(("vm_name", "multipath"), [("a", True), ("b", False)], ids=["multipath", "single-path"])
-def test_node_lifecycle(rig: Rig, vm_name: str, multipath: bool) -> None:
+def test_node_lifecycle(rig: Rig, vm_name: str, multipath: bool, undo: list[Callable[[], object]]) -> None:
     vm = next(v for v in rig.vms if v.name == vm_name)
     node = node_plugin(vm, multipath=multipath)
     ctl = rig.controller
-    kinds = [("ext4", False), ("xfs", False), ("raw", True)]
-    staged: list[Staged] = []
-    for kind, block in kinds:
-        vid = ctl.create(f"life-{vm_name}-{kind}", GiB, fs=kind, block=block)
-        ctx = ctl.publish(vid, vm.iqn, block=block)
-        assert len(ctx.get("portals", "").split(",")) == CHUNKS, "the controller hands out every chunk's portal"
-        staged.append(stage(node, vid, ctx, block=block, fs=kind if not block else "xfs", pod=f"life-{kind}"))
+    staged = [
+        provision(rig, vm, node, f"life-{vm_name}-ext4", undo, fs="ext4"),
+        provision(rig, vm, node, f"life-{vm_name}-xfs", undo, fs="xfs"),
+        provision(rig, vm, node, f"life-{vm_name}-raw", undo, block=True),
+    ]
+    for s in staged:
+        assert len(s.context.get("portals", "").split(",")) == CHUNKS, "the controller hands out every chunk's portal"
 
     for s in staged:
         dev = device_of(rig, vm_name, s)
         if multipath:
             assert dev.startswith("/dev/mapper/3"), f"{s.volume_id} is staged on {dev}, not on its multipath map"
-            paths = vm.sh(f"multipath -ll {dev.rsplit('/', 1)[1]}").stdout
-            assert paths.count("active ready running") == CHUNKS, paths
+            assert vm.active_paths(dev.rsplit("/", 1)[1]) == CHUNKS
         else:
             assert dev.startswith("/dev/sd"), dev
             assert not vm.sh(f"ls /sys/block/{dev[5:]}/holders").stdout.strip(), "no map over a single path"
@@ -84,13 +84,10 @@ def test_node_lifecycle(rig: Rig, vm_name: str, multipath: bool) -> None:
     iqn = staged[0].target_iqn
     assert all(s.target_iqn == iqn for s in staged), "the driver packs volumes into one target"
     for i, s in enumerate(staged):
-        unstage(node, s)
-        ctl.unpublish(s.volume_id, vm.iqn)
-        left = vm.leftovers(iqn, s.volume_id)
+        left = retire(rig, vm, node, s)
         if i < len(staged) - 1:
             assert [x for x in left if not x.startswith(("session", "node record"))] == [], left
             assert any(x.startswith("session") for x in left), "other staged volumes still use the sessions"
         else:
             assert left == [], f"unstage left {left}"
-        ctl.delete(s.volume_id)
     vm.sh(f"rm -f /root/*.src /root/*.sha; ! findmnt -rn | grep -q {shlex.quote('/var/lib/kubelet')}")

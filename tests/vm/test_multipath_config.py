@@ -8,7 +8,9 @@ what it added: a WWID an administrator registered stays.
 
 from __future__ import annotations
 
-from rig import CHUNKS, GiB, Rig, Vm, node_plugin, stage, unstage
+from collections.abc import Callable
+
+from rig import CHUNKS, Rig, Vm, node_plugin, provision, retire, stage, unstage
 
 ADMIN_WWID = "3600c0ff0000000000000000000abcdef"
 
@@ -18,32 +20,24 @@ def wwids(vm: Vm) -> list[str]:
     return [w.strip("/") for w in text.split() if w.startswith("/")]
 
 
-def test_stock_strict_config_gets_a_map_and_keeps_the_admins_wwids(rig: Rig) -> None:
+def test_stock_strict_config_gets_a_map_and_keeps_the_admins_wwids(rig: Rig, undo: list[Callable[[], object]]) -> None:
     vm = rig.vms[1]
     assert "strict" in vm.sh("multipath -t | grep -m1 find_multipaths").stdout, "node b must keep Debian's defaults"
     node = node_plugin(vm, multipath=True)
-    ctl = rig.controller
+    undo.append(lambda: vm.sh("rm -f /etc/multipath/wwids"))
     vm.sh(f"mkdir -p /etc/multipath && echo '/{ADMIN_WWID}/' >> /etc/multipath/wwids")
-    try:
-        vid = ctl.create("strict", GiB, fs="ext4")
-        ctx = ctl.publish(vid, vm.iqn)
-        s = stage(node, vid, ctx, fs="ext4", pod="strict")
-        dev = vm.sh(f"findmnt -no SOURCE {s.staging}").stdout.strip()
-        assert dev.startswith("/dev/mapper/3"), f"staged on {dev}: strict mode built no map"
-        wwid = dev.rsplit("/", 1)[1]
-        assert vm.sh(f"multipath -ll {wwid}").stdout.count("active ready running") == CHUNKS
-        assert wwid in wwids(vm)
-        unstage(node, s)
-        assert ADMIN_WWID in wwids(vm), "unstage removed a WWID the administrator had registered"
-        assert wwid not in wwids(vm), "the WWID the driver registered should be forgotten with the volume"
+    s = provision(rig, vm, node, "strict", undo, fs="ext4")
+    dev = vm.sh(f"findmnt -no SOURCE {s.staging}").stdout.strip()
+    assert dev.startswith("/dev/mapper/3"), f"staged on {dev}: strict mode built no map"
+    wwid = dev.rsplit("/", 1)[1]
+    assert vm.active_paths(wwid) == CHUNKS
+    assert wwid in wwids(vm)
+    unstage(node, s)
+    assert ADMIN_WWID in wwids(vm), "unstage removed a WWID the administrator had registered"
+    assert wwid not in wwids(vm), "the WWID the driver registered should be forgotten with the volume"
 
-        # The administrator registered this volume's WWID: the driver must leave it registered.
-        vm.sh(f"echo '/{wwid}/' >> /etc/multipath/wwids")
-        s = stage(node, vid, ctx, fs="ext4", pod="strict")
-        unstage(node, s)
-        assert wwid in wwids(vm) and ADMIN_WWID in wwids(vm)
-        ctl.unpublish(vid, vm.iqn)
-        assert vm.leftovers(ctx["targetIqn"], vid) == []
-        ctl.delete(vid)
-    finally:
-        vm.sh("rm -f /etc/multipath/wwids", check=False)
+    # The administrator registered this volume's WWID: the driver must leave it registered.
+    vm.sh(f"echo '/{wwid}/' >> /etc/multipath/wwids")
+    s = stage(node, s.volume_id, s.context, fs="ext4", pod="strict")
+    assert retire(rig, vm, node, s) == []
+    assert wwid in wwids(vm) and ADMIN_WWID in wwids(vm)

@@ -10,21 +10,23 @@ read nor write; its plugin's unstage (kubelet cleaning up the old pod) leaves no
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import grpc
 import pytest
-from rig import GiB, Rig, Staged, Writer, node_plugin, stage, unstage
+from rig import Rig, Staged, Writer, node_plugin, provision, retire, stage, unstage
 from zbs_csi.proto import csi_pb2 as csi
 
 
-def test_node_failure_moves_the_volume_with_every_acknowledged_write_and_fences_the_dead_node(rig: Rig) -> None:
+def test_node_failure_moves_the_volume_with_every_acknowledged_write_and_fences_the_dead_node(
+    rig: Rig, undo: list[Callable[[], object]]
+) -> None:
     a, b = rig.vms
     ctl = rig.controller
     node_a = node_plugin(a, multipath=True)
     node_b = node_plugin(b, multipath=False)
-    vid = ctl.create("seed-1", GiB, fs="xfs")
-    ctx_a = ctl.publish(vid, a.iqn)
-    on_a = stage(node_a, vid, ctx_a, fs="xfs", pod="seed-1")
-    lun = ctx_a["lun"]
+    on_a = provision(rig, a, node_a, "seed-1", undo)
+    vid, ctx_a, lun = on_a.volume_id, on_a.context, on_a.context["lun"]
 
     writer = Writer(a, f"{on_a.target}/records")
     writer.wait_acks(60)
@@ -35,11 +37,14 @@ def test_node_failure_moves_the_volume_with_every_acknowledged_write_and_fences_
 
     ctl.unpublish(vid, a.iqn)  # the fence: a's IQN is no longer allowed on the LUN
     ctx_b = ctl.publish(vid, b.iqn)
+    undo.append(lambda: ctl.unpublish(vid, b.iqn))
     on_b = stage(node_b, vid, ctx_b, fs="xfs", pod="seed-1-b")
+    undo.append(lambda: unstage(node_b, on_b))
     assert writer.verify(b, f"{on_b.target}/records") == "ok", f"b lost some of the {acked + 1} acknowledged writes"
 
     a.boot()
     a.wait_ssh()
+    undo.append(lambda: unstage(node_plugin(a, multipath=True), on_a))
     iqn = ctx_a["targetIqn"]
     assert a.sh(f"iscsiadm -m node | grep -cF {iqn}").stdout.strip() != "0", "a kept its node records"
     # The stale records still log in (the target admits a) but the LUN is masked: no device.
@@ -65,7 +70,4 @@ def test_node_failure_moves_the_volume_with_every_acknowledged_write_and_fences_
     assert a.leftovers(iqn, vid) == [], "a refused stage leaves nothing behind"
 
     assert writer.verify(b, f"{on_b.target}/records") == "ok", "b's data changed while a came back"
-    unstage(node_b, on_b)
-    ctl.unpublish(vid, b.iqn)
-    assert b.leftovers(iqn, vid) == []
-    ctl.delete(vid)
+    assert retire(rig, b, node_b, on_b) == []

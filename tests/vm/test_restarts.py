@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import grpc
-from rig import GiB, Rig, Writer, node_plugin, stage, stats, unstage
+from rig import GiB, Rig, Writer, node_plugin, provision, retire, stage, stats, unstage
 
 
-def test_iscsid_and_multipathd_restart_under_a_staged_volume(rig: Rig) -> None:
+def test_iscsid_and_multipathd_restart_under_a_staged_volume(rig: Rig, undo: list[Callable[[], object]]) -> None:
     vm = rig.vms[0]
     node = node_plugin(vm, multipath=True)
-    ctl = rig.controller
-    vid = ctl.create("restart-daemons", GiB, fs="ext4")
-    ctx = ctl.publish(vid, vm.iqn)
-    s = stage(node, vid, ctx, fs="ext4", pod="restart-daemons")
+    s = provision(rig, vm, node, "restart-daemons", undo, fs="ext4")
     writer = Writer(vm, f"{s.target}/records")
     try:
         writer.wait_acks(20)
@@ -27,18 +25,17 @@ def test_iscsid_and_multipathd_restart_under_a_staged_volume(rig: Rig) -> None:
     finally:
         writer.stop()
     assert writer.verify() == "ok"
-    unstage(node, s)
-    ctl.unpublish(vid, vm.iqn)
-    assert vm.leftovers(ctx["targetIqn"], vid) == []
-    ctl.delete(vid)
+    assert retire(rig, vm, node, s) == []
 
 
-def test_node_plugin_killed_mid_stage_is_undone_then_stages_again(rig: Rig) -> None:
+def test_node_plugin_killed_mid_stage_is_undone_then_stages_again(rig: Rig, undo: list[Callable[[], object]]) -> None:
     vm = rig.vms[0]
     node = node_plugin(vm, multipath=True)
     ctl = rig.controller
     vid = ctl.create("restart-plugin", GiB, fs="xfs")
+    undo.append(lambda: ctl.delete(vid))
     ctx = ctl.publish(vid, vm.iqn)
+    undo.append(lambda: ctl.unpublish(vid, vm.iqn))
     offset = vm.log_size()
     outcome: list[BaseException | None] = []
 
@@ -52,7 +49,9 @@ def test_node_plugin_killed_mid_stage_is_undone_then_stages_again(rig: Rig) -> N
     t = threading.Thread(target=first_stage)
     t.start()
     deadline = time.monotonic() + 300
-    while '"--login"' not in vm.log_since(offset):  # the login happened: the stage is under way
+    # Kill once the LUN was scanned on every path (udev settles next): sessions, node records
+    # and SCSI devices exist, the filesystem does not yet.
+    while '"settle"' not in vm.log_since(offset):
         assert time.monotonic() < deadline and t.is_alive(), vm.log_since(offset)[-3000:]
         time.sleep(0.1)
     vm.kill_plugin()
@@ -65,8 +64,6 @@ def test_node_plugin_killed_mid_stage_is_undone_then_stages_again(rig: Rig) -> N
     assert vm.leftovers(ctx["targetIqn"], vid) == [], "the interrupted stage was not undone"
 
     s = stage(node, vid, ctx, fs="xfs", pod="restart-plugin")
+    undo.append(lambda: unstage(node, s))
     vm.sh(f"echo hello > {s.target}/f && sync")
-    unstage(node, s)
-    ctl.unpublish(vid, vm.iqn)
-    assert vm.leftovers(ctx["targetIqn"], vid) == []
-    ctl.delete(vid)
+    assert retire(rig, vm, node, s) == []
