@@ -633,6 +633,7 @@ class Rig:
             ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".cache" / "collections"),
             ANSIBLE_HOST_KEY_CHECKING="False",
             ANSIBLE_NOCOLOR="1",
+            ANSIBLE_PIPELINING="True",  # one ssh round trip per task: they are slow under TCG
             ANSIBLE_LOCAL_TEMP=str(self.work / "ansible-tmp"),
         )
         bin_dir = Path(sys.executable).parent
