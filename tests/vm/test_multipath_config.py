@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import grpc
+import pytest
 from rig import CHUNKS, Rig, Vm, node_plugin, provision, retire, stage, unstage
+from zbs_csi.proto import csi_pb2 as csi
 
 ADMIN_WWID = "3600c0ff0000000000000000000abcdef"
 
@@ -41,3 +44,17 @@ def test_stock_strict_config_gets_a_map_and_keeps_the_admins_wwids(rig: Rig, und
     s = stage(node, s.volume_id, s.context, fs="ext4", pod="strict")
     assert retire(rig, vm, node, s) == []
     assert wwid in wwids(vm) and ADMIN_WWID in wwids(vm)
+
+
+def test_probe_reports_a_stopped_multipathd(rig: Rig, undo: list[Callable[[], object]]) -> None:
+    vm = rig.vms[1]
+    node = node_plugin(vm, multipath=True)
+    node.identity.Probe(csi.ProbeRequest(), timeout=60)
+    undo.append(lambda: vm.sh("systemctl start multipathd"))
+    vm.sh("systemctl stop multipathd.socket multipathd.service")
+    with pytest.raises(grpc.RpcError) as exc:
+        node.identity.Probe(csi.ProbeRequest(), timeout=60)
+    assert exc.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "running multipathd" in (exc.value.details() or "")
+    vm.sh("systemctl start multipathd")
+    node.identity.Probe(csi.ProbeRequest(), timeout=60)
