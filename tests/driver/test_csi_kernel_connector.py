@@ -54,6 +54,7 @@ class FakeHost:
         self.dead: set[str] = set()
         self.wwids: set[str] = set()
         self.luns: dict[tuple[str, int], str] = {}  # (portal, lun) -> volume id
+        self.disks: dict[str, str] = {}  # sdX -> volume id
         self.logout_rc = 0
         self.flush_failures = 0
         self._next_disk = 0
@@ -76,6 +77,7 @@ class FakeHost:
 
     def _disk(self, host: int, lun: int, volume_id: str) -> None:
         disk = f"sd{chr(ord('a') + self._next_disk)}"
+        self.disks[disk] = volume_id
         self._next_disk += 1
         minor = 16 * self._next_disk
         (self.sys / f"class/scsi_device/{host}:0:0:{lun}/device/block/{disk}").mkdir(parents=True)
@@ -107,8 +109,7 @@ class FakeHost:
         (self.sys / f"block/{disk}/holders/{dm}").mkdir(parents=True, exist_ok=True)
 
     def volume_of(self, disk: str) -> str:
-        raw = (self.sys / f"block/{disk}/device/vpd_pg80").read_bytes()[4:].decode()
-        return next(v for v in set(self.luns.values()) if v.replace("-", "") == raw)
+        return self.disks[disk]
 
     def respond(self, argv: list[str], _stdin: str | None) -> Result | None:
         if argv[:3] == ["iscsiadm", "-m", "session"]:
@@ -302,6 +303,37 @@ def test_a_masked_lun_fails_at_once_instead_of_waiting_for_a_device(tmp_path: Pa
     with pytest.raises(ConnectorError, match="not visible"):
         conn.attach(AttachTarget(VOL, VIP, IQN, 5), None, Checkpoints())
     assert time.monotonic() - t0 < 10
+
+
+def test_a_path_multipathd_takes_late_is_refused_when_multipath_is_off(tmp_path: Path) -> None:
+    """multipathd acts after udev: the claim can come after attach; verify (before probe, mkfs) sees it."""
+    host = FakeHost(tmp_path, maps_on_uevent=False)
+    host.serve(VIP, 5, VOL)
+    conn, _ = connector(host)
+    conn.multipath = False
+    att = conn.attach(AttachTarget(VOL, VIP, IQN, 5), None, Checkpoints())
+    conn.verify(att.device, att.data, VOL)
+    host._map("sda", VOL)  # multipathd (find_multipaths no) takes the path now
+    with pytest.raises(ConnectorError, match="multipath is off") as exc:
+        conn.verify(att.device, att.data, VOL)
+    assert not exc.value.retryable
+
+
+def test_a_vpd_page_missing_after_the_scan_is_read_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    host = FakeHost(tmp_path)
+    host.serve(VIP, 5, VOL)
+    sysfs_read = KernelConnector._read_bytes
+
+    def kernel(path: Path) -> bytes:  # the scan's INQUIRY for page 0x80 failed: no page until a rescan
+        if path.name == "vpd_pg80" and (path.parent / "rescan").read_text() != "1":
+            return b""
+        return sysfs_read(path)
+
+    monkeypatch.setattr(KernelConnector, "_read_bytes", staticmethod(kernel))
+    conn, _ = connector(host)
+    att = conn.attach(AttachTarget(VOL, VIP, IQN, 5), None, Checkpoints())
+    assert (host.sys / "block/sda/device/rescan").read_text() == "1", "the connector asked for a rescan"
+    assert att.device.endswith(wwid_of(VOL))
 
 
 def test_a_reused_lun_id_with_another_volume_is_refused(tmp_path: Path) -> None:

@@ -186,6 +186,10 @@ class KernelConnector:
         want = expected_serial(target.volume_id)
         for disk in disks:
             serial = self._sysfs_serial(disk)
+            if not serial:
+                # The scan's VPD read can fail transiently: a device rescan reads the pages again.
+                (self.sys / "block" / disk / "device" / "rescan").write_text("1")
+                serial = self._sysfs_serial(disk)
             if serial != want:
                 raise ConnectorError(
                     f"LUN {target.lun} of {target.target_iqn} is {serial or 'unidentified'} on {disk}, not volume "
@@ -196,13 +200,7 @@ class KernelConnector:
         if self.multipath:
             device = self._multipath_device(disks, data, checkpoint)
         else:
-            claimed = [d for d in disks if self._holders(d)]
-            if claimed:
-                raise ConnectorError(
-                    f"{claimed[0]} is held by {self._holders(claimed[0])[0]} (multipathd?) but the driver's multipath "
-                    "is off: enable multipath in the driver or blacklist vendor ZBS in multipath.conf",
-                    retryable=False,
-                )
+            self._refuse_claimed(disks)
             device = self._wait_node(str(self.dev / disks[0]), disks[0])
         log.info(
             "attached",
@@ -330,6 +328,17 @@ class KernelConnector:
     def _holders(self, disk: str) -> list[str]:
         return sorted(p.name for p in (self.sys / "block" / disk / "holders").glob("dm-*"))
 
+    def _refuse_claimed(self, disks: list[str]) -> None:
+        """Without multipath, a path multipathd took (``find_multipaths no``) cannot be used."""
+        for disk in disks:
+            holders = self._holders(disk)
+            if holders:
+                raise ConnectorError(
+                    f"{disk} is held by {holders[0]} (multipathd?) but the driver's multipath is off: "
+                    "enable multipath in the driver or blacklist vendor ZBS in multipath.conf",
+                    retryable=False,
+                )
+
     # ------------------------------------------------------------------ multipath
     def _wwid(self, disk: str) -> str:
         """The WWID multipath uses for a path (udev's ID_SERIAL, multipath's default uid_attribute)."""
@@ -401,6 +410,7 @@ class KernelConnector:
         expected = self._map_of(data["wwid"]) if data.get("wwid") else ""
         if not expected:
             disks = self._disks(data, volume_id)
+            self._refuse_claimed(disks)  # multipathd may take a path late (it acts after udev)
             expected = disks[0] if disks else ""
         want = self._read(self.sys / "block" / expected / "dev") if expected else ""
         have = _rdev(device)
