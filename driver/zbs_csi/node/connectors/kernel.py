@@ -36,6 +36,8 @@ import stat
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextvars import copy_context
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -216,56 +218,56 @@ class KernelConnector:
     ) -> list[Session]:
         """One session per portal; the VIP when no data portal can be reached."""
         wanted = self._portals(target)
-        errors = []
-        for portal in wanted:
-            try:
-                self._login(target, portal, chap, data, checkpoint, data_portal=portal != target.portal)
-            except ConnectorError as exc:
-                if len(wanted) == 1:
-                    raise
-                errors.append(str(exc))
-                log.warning("no path through %s: %s", portal, exc)
+        errors = self._login_all(target, wanted, chap, data, checkpoint)
         sessions = self._sessions(target.target_iqn, data["portals"])
         if not sessions and target.portal not in wanted:
             log.warning("no data portal of %s answered; falling back to the VIP %s", target.target_iqn, target.portal)
-            self._login(target, target.portal, chap, data, checkpoint, data_portal=False)
+            errors.update(self._login_all(target, [target.portal], chap, data, checkpoint))
             sessions = self._sessions(target.target_iqn, data["portals"])
         if not sessions:
-            raise ConnectorError(f"could not log in to {target.target_iqn}: {'; '.join(errors) or 'no session'}")
+            detail = "; ".join(f"{p}: {e}" for p, e in errors.items()) or "no session"
+            raise ConnectorError(f"could not log in to {target.target_iqn}: {detail}")
         return sessions
 
-    def _login(
-        self,
-        target: AttachTarget,
-        portal: str,
-        chap: Chap | None,
-        data: dict[str, Any],
-        checkpoint: Checkpoint,
-        *,
-        data_portal: bool,
-    ) -> None:
-        if portal not in data["portals"]:
-            data["portals"].append(portal)
+    def _login_all(
+        self, target: AttachTarget, portals: list[str], chap: Chap | None, data: dict[str, Any], checkpoint: Checkpoint
+    ) -> dict[str, str]:
+        """Node records for the ``portals`` without a session, then their logins in parallel; the failures."""
+        have = {s.portal for s in self._sessions(target.target_iqn, portals)}
+        data["portals"] += [p for p in portals if p not in data["portals"]]
+        checkpoint(data)  # the records exist from here on: a crash leaves them to detach
+        new = [p for p in portals if p not in have]
+        for portal in new:
+            node = ("-m", "node", "-T", target.target_iqn, "-p", portal)
+            self._iscsiadm(*node, "-o", "new")
+            settings = NODE_SETTINGS + (DATA_PORTAL_SETTINGS if portal != target.portal else ())
+            if chap is not None:
+                settings += (
+                    ("node.session.auth.authmethod", "CHAP"),
+                    ("node.session.auth.username", chap.username),
+                    ("node.session.auth.password", chap.password),
+                )
+            update = [arg for key, value in settings for arg in ("-n", key, "-v", value)]
+            self._iscsiadm(*node, "-o", "update", *update, secret=chap.password if chap else None)
+        node_of = {p: ("-m", "node", "-T", target.target_iqn, "-p", p) for p in new}
+        context = copy_context()  # the worker threads log with this operation's context (volume id, op)
+
+        def login(portal: str) -> str:
+            return context.copy().run(self._iscsiadm, *node_of[portal], "--login")
+
+        with ThreadPoolExecutor(max_workers=max(1, len(new))) as pool:
+            logins = {p: pool.submit(login, p) for p in new}
+        errors: dict[str, str] = {}
+        for portal, result in logins.items():
+            exc = result.exception()
+            if exc is not None:
+                errors[portal] = str(exc)
+                log.warning("no path through %s: %s", portal, exc)
+                self._iscsiadm(*node_of[portal], "-o", "delete", check=False)
+                data["portals"].remove(portal)
+        if errors:
             checkpoint(data)
-        if self._sessions(target.target_iqn, [portal]):
-            return
-        node = ("-m", "node", "-T", target.target_iqn, "-p", portal)
-        self._iscsiadm(*node, "-o", "new")
-        for key, value in NODE_SETTINGS + (DATA_PORTAL_SETTINGS if data_portal else ()):
-            self._iscsiadm(*node, "-o", "update", "-n", key, "-v", value)
-        if chap is not None:
-            self._iscsiadm(*node, "-o", "update", "-n", "node.session.auth.authmethod", "-v", "CHAP")
-            self._iscsiadm(*node, "-o", "update", "-n", "node.session.auth.username", "-v", chap.username)
-            self._iscsiadm(
-                *node, "-o", "update", "-n", "node.session.auth.password", "-v", chap.password, secret=chap.password
-            )
-        try:
-            self._iscsiadm(*node, "--login")
-        except ConnectorError:
-            self._iscsiadm(*node, "-o", "delete", check=False)
-            data["portals"].remove(portal)
-            checkpoint(data)
-            raise
+        return errors
 
     def _sessions(self, iqn: str, portals: list[str]) -> list[Session]:
         listed = parse_sessions(self._iscsiadm("-m", "session", check=False))
