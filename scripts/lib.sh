@@ -1,14 +1,6 @@
 # shellcheck shell=bash
 # Shared helpers for scripts/test.sh and scripts/quickstart.sh (sourced, not run).
 
-# run_pytest ARGS...: pytest, where "no tests collected" (exit 5) is not a failure on its own.
-run_pytest() {
-  python -m pytest "$@"
-  local rc=$?
-  if [ $rc -eq 5 ]; then echo "pytest: no tests collected"; return 0; fi
-  return $rc
-}
-
 # with_zbs_lite CMD...: run CMD with a fresh zbs-lite serving (random ports, so it never
 # collides with a quickstart or another run) and its environment exported.
 with_zbs_lite() {

@@ -99,7 +99,7 @@ def zbs_module(argument_spec: Dict[str, Any], **kwargs: Any) -> AnsibleModule:
     return module
 
 
-def zbs_client(module: AnsibleModule) -> Any:
+def zbs_client(module: AnsibleModule) -> ZbsClient:
     """The shared API client configured from the module's connection options."""
     p = module.params
     return ZbsClient(

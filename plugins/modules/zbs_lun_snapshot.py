@@ -155,12 +155,11 @@ def apply(module: Any) -> Dict[str, Any]:
 
     if p["state"] == "absent":
         return result(module, False, None, None)
-    luns = client.luns.list(where={"name": lun_name, "iscsi_target": {"name": target}})
-    if not luns:
+    lun = client.luns.get(name=lun_name, target_name=target)
+    if lun is None:
         fail_field("lun", f"no LUN {lun_name!r} in target {target!r}", "get-iscsi-luns", obj)
     if p["state"] == "rolled_back":
         fail_field("name", f"LUN {lun_name!r} has no snapshot {name!r}", "rollback-iscsi-lun-from-snapshot", obj)
-    lun = luns[0]
     planned = {"name": name, "iscsi_lun": {"id": lun["id"], "name": lun_name}, "iscsi_target": lun.get("iscsi_target")}
     if module.check_mode:
         return result(module, True, None, _view(planned, target, lun_name), snapshot=planned)
