@@ -26,12 +26,15 @@ hash="$(sha256sum <"${BASH_SOURCE[0]}" | cut -c1-12)"
 BASE="$ROOT/.cache/vm"
 IMAGE="$BASE/image-$SUITE-$hash"
 log() { printf '[build-vm-image] %s\n' "$*" >&2; }
+# The image directory is the one line on stdout (callers capture it): everything the tools say
+# goes to stderr (mkfs.ext4 -d prints "Creating regular file ..." on stdout even with -q).
+exec 3>&1 1>&2
 
 mkdir -p "$BASE"
 exec 9>"$BASE/build.lock"
 flock 9 # one build at a time; a second caller waits and then reuses the result
 if [ "${1:-}" != "--force" ] && [ "${CI:-}" != "true" ] && [ -f "$IMAGE/build.json" ]; then
-  echo "$IMAGE"
+  echo "$IMAGE" >&3
   exit 0
 fi
 [ "$(id -u)" -eq 0 ] || { log "debootstrap needs root"; exit 1; }
@@ -128,4 +131,4 @@ for old in "$BASE"/image-"$SUITE"-*; do
   [ "$old" = "$IMAGE" ] || rm -rf "$old"
 done
 log "built $IMAGE in $((t3 - t0)) s (debootstrap $((t1 - t0)) s)"
-echo "$IMAGE"
+echo "$IMAGE" >&3
