@@ -7,8 +7,8 @@ with_zbs_lite() {
   local data; data="$(mktemp -d /tmp/zbs-lite-test.XXXXXX)"
   zbs-lite serve --data-dir "$data" --daemon --api-port 0 --vip 127.0.0.1:0 --chunk-port 0 \
     >"$data/serve.log" 2>&1 || { cat "$data/serve.log"; return 1; }
-  eval "$(zbs-lite env --data-dir "$data")"
-  "$@"; local rc=$?
+  # a subshell: the ZBS_* of this instance must not outlive it into later stages
+  (eval "$(zbs-lite env --data-dir "$data")" && "$@"); local rc=$?
   zbs-lite stop --data-dir "$data" >/dev/null 2>&1 || true
   rm -rf "$data"
   return $rc

@@ -82,6 +82,6 @@ def map_error(exc: Exception, doing: str) -> CsiError:
         code = grpc.StatusCode.UNAVAILABLE
     elif isinstance(exc, zerr.ZbsTaskTimeout):
         code = grpc.StatusCode.DEADLINE_EXCEEDED
-    elif isinstance(exc, zerr.ZbsApiError) and exc.status >= 500:
-        code = grpc.StatusCode.UNAVAILABLE
+    elif isinstance(exc, zerr.ZbsApiError) and (exc.status >= 500 or exc.status == 429):
+        code = grpc.StatusCode.UNAVAILABLE  # 429: logins from this node back off; the sidecars retry
     return CsiError(code, f"{doing}: {exc}")

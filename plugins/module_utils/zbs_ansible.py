@@ -120,7 +120,7 @@ def run(module: AnsibleModule, body: Callable[[], Dict[str, Any]]) -> None:
     except ZbsValidationError as exc:
         module.fail_json(msg=str(exc), field=exc.field)
     except ZbsApiError as exc:
-        module.fail_json(msg=str(exc), status=exc.status, path=exc.path, code=exc.code)
+        module.fail_json(msg=str(exc), status=exc.status, path=exc.path, code=exc.code, request_id=exc.request_id)
     except ZbsError as exc:
         module.fail_json(msg=str(exc), **{k: v for k, v in _error_extras(exc).items() if v is not None})
     module.exit_json(**result)

@@ -514,6 +514,7 @@ class ZbsClient:
         message = _scrub(message, secrets)
         props = _scrub(props, secrets)
         kwargs: Dict[str, Any] = {"code": code, "props": props, "operation": op, "object": what}
+        kwargs["request_id"] = resp.headers.get("x-tower-request-id")
         if resp.status_code == 401:
             return ZbsAuthError(401, message, path, **kwargs)
         if resp.status_code == 404:
