@@ -7,6 +7,6 @@
 stage_vm() {
   local image
   image="$("$ROOT/scripts/build-vm-image.sh")" || return 1
-  ZBS_VM_IMAGE="$image" python -m pytest -p no:cacheprovider "$ROOT/tests/vm"
+  ZBS_VM_IMAGE="$image" python -m pytest -p no:cacheprovider --durations=0 "$ROOT/tests/vm"
 }
 ALL_STAGES+=(vm)
