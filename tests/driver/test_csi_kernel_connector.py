@@ -21,7 +21,13 @@ from typing import Any
 import pytest
 from zbs_csi.chap import Chap
 from zbs_csi.node.connectors.base import AttachTarget, ConnectorError
-from zbs_csi.node.connectors.kernel import DATA_PORTAL_SETTINGS, NODE_SETTINGS, KernelConnector, parse_sessions
+from zbs_csi.node.connectors.kernel import (
+    DATA_PORTAL_SETTINGS,
+    NODE_SETTINGS,
+    KernelConnector,
+    SessionTuning,
+    parse_sessions,
+)
 from zbs_csi.node.runner import RecordingRunner, Result
 from zbs_csi.node.scsi_inquiry import InquiryError, parse_unit_serial, read_unit_serial, vpd_inquiry_cdb
 
@@ -182,6 +188,35 @@ def bare(calls: list[list[str]]) -> list[list[str]]:
             c = c[c.index("--") + 1 :]
         out.append(c)
     return out
+
+
+def test_session_tuning_and_mutual_chap_reach_the_node_record(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The configured queue depth, cmds_max and replacement_timeout, and mutual CHAP's _in
+    credentials, are written into the node record before the login; no secret is logged."""
+    host = FakeHost(tmp_path)
+    host.serve(VIP, 5, VOL)
+    runner = RecordingRunner(strategy="chroot", responders=[host.respond])
+    tuning = SessionTuning(queue_depth=64, cmds_max=256, replacement_timeout=15)
+    conn = KernelConnector(
+        runner, NODE, sysfs=str(host.sys), dev=str(host.dev), device_timeout=1, poll=0.01, tuning=tuning,
+        inquiry=host.inquiry,
+    )  # fmt: skip
+    chap = Chap("node-1", "NodeSecret12345", "zbs-target", "TargetSecret12")
+    with caplog.at_level(logging.DEBUG):
+        conn.attach(AttachTarget(VOL, VIP, IQN, 5), chap, Checkpoints())
+    calls = bare(runner.calls)
+    node = ["iscsiadm", "-m", "node", "-T", IQN, "-p", VIP]
+    update = next(c for c in calls if c[: len(node) + 2] == [*node, "-o", "update"])
+    pairs = set(zip(update[len(node) + 3 :: 4], update[len(node) + 5 :: 4], strict=True))
+    assert {
+        ("node.session.queue_depth", "64"),
+        ("node.session.cmds_max", "256"),
+        ("node.session.timeo.replacement_timeout", "15"),
+        ("node.session.auth.username_in", "zbs-target"),
+        ("node.session.auth.password_in", "TargetSecret12"),
+    } <= pairs
+    assert calls.index(update) < calls.index([*node, "--login"])
+    assert "TargetSecret12" not in caplog.text and "NodeSecret12345" not in caplog.text
 
 
 def test_parse_sessions() -> None:

@@ -35,32 +35,54 @@ import re
 import stat
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import copy_context
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ...chap import PASSWORD_IN_KEY, PASSWORD_KEY, USER_IN_KEY, USER_KEY
 from ..runner import CommandError, Runner
 from ..scsi_inquiry import InquiryError, parse_unit_serial, read_unit_serial
 from .base import Attachment, AttachTarget, Chap, ConnectorError
 
 log = logging.getLogger(__name__)
 
-# Recommended initiator settings of the ZBS guide, plus what CSI-managed sessions need.
+# Recommended initiator settings of the ZBS guide, plus what CSI-managed sessions need; the
+# tunable ones (SessionTuning) follow.
 NODE_SETTINGS = (
     ("node.startup", "manual"),
     ("node.session.scan", "manual"),
-    ("node.session.queue_depth", "128"),
     ("node.conn[0].timeo.login_timeout", "5"),
     ("node.session.initial_login_retry_max", "24"),
-    ("node.session.cmds_max", "1024"),
     ("node.session.iscsi.DefaultTime2Wait", "1"),
 )
 # A data portal is one path of several: a storage node that is down must not hold the stage
 # for two minutes of login retries (the VIP's 24 retries are for landing on a live node).
 DATA_PORTAL_SETTINGS = (("node.session.initial_login_retry_max", "2"),)
+
+
+@dataclass(frozen=True)
+class SessionTuning:
+    """The per-session settings SmartX's driver also exposes (config ``iscsi_*``, role ``zbs_csi_iscsi_*``).
+
+    ``replacement_timeout`` is how long the SCSI layer holds I/O while the session is down
+    before failing it to the filesystem (or to dm-multipath); see docs/csi-driver.md for how
+    the default relates to the measured failover pauses.
+    """
+
+    queue_depth: int = 128
+    cmds_max: int = 1024
+    replacement_timeout: int = 120
+
+    def settings(self) -> tuple[tuple[str, str], ...]:
+        return (
+            ("node.session.queue_depth", str(self.queue_depth)),
+            ("node.session.cmds_max", str(self.cmds_max)),
+            ("node.session.timeo.replacement_timeout", str(self.replacement_timeout)),
+        )
+
 
 _SESSION_LINE = re.compile(r"^(\w+): \[(\d+)\] (\S+?),(\d+) (\S+)")
 
@@ -112,11 +134,13 @@ class KernelConnector:
         sysfs: str = "/sys",
         dev: str = "/dev",
         multipath: bool = True,
+        tuning: SessionTuning | None = None,
         device_timeout: float = 30.0,
         poll: float = 0.2,
         inquiry: Callable[[str], str] = read_unit_serial,
     ) -> None:
         self.runner = runner
+        self.tuning = tuning or SessionTuning()
         self.initiator = initiator
         self.sys = Path(sysfs)
         self.dev = Path(dev)
@@ -131,10 +155,10 @@ class KernelConnector:
         with self._locks_guard:
             return self._locks.setdefault(iqn, threading.Lock())
 
-    def _iscsiadm(self, *args: str, check: bool = True, secret: str | None = None) -> str:
+    def _iscsiadm(self, *args: str, check: bool = True, secrets: Sequence[str] = ()) -> str:
         argv = ["iscsiadm", *args]
         try:
-            return self.runner.run(argv, timeout=120, check=check, host=True, redact=[secret] if secret else []).stdout
+            return self.runner.run(argv, timeout=120, check=check, host=True, redact=secrets).stdout
         except CommandError as exc:
             raise ConnectorError(f"iscsiadm {' '.join(args[:4])}...: {exc.stderr}") from None
 
@@ -240,15 +264,22 @@ class KernelConnector:
         for portal in new:
             node = ("-m", "node", "-T", target.target_iqn, "-p", portal)
             self._iscsiadm(*node, "-o", "new")
-            settings = NODE_SETTINGS + (DATA_PORTAL_SETTINGS if portal != target.portal else ())
+            settings = NODE_SETTINGS + self.tuning.settings()
+            settings += DATA_PORTAL_SETTINGS if portal != target.portal else ()
+            secrets: list[str] = []
             if chap is not None:
                 settings += (
                     ("node.session.auth.authmethod", "CHAP"),
-                    ("node.session.auth.username", chap.username),
-                    ("node.session.auth.password", chap.password),
+                    (USER_KEY, chap.username),
+                    (PASSWORD_KEY, chap.password),
                 )
+                secrets.append(chap.password)
+                if chap.username_in:
+                    # Mutual: open-iscsi then refuses a target that cannot prove these credentials.
+                    settings += ((USER_IN_KEY, chap.username_in), (PASSWORD_IN_KEY, chap.password_in))
+                    secrets.append(chap.password_in)
             update = [arg for key, value in settings for arg in ("-n", key, "-v", value)]
-            self._iscsiadm(*node, "-o", "update", *update, secret=chap.password if chap else None)
+            self._iscsiadm(*node, "-o", "update", *update, secrets=secrets)
         node_of = {p: ("-m", "node", "-T", target.target_iqn, "-p", p) for p in new}
         context = copy_context()  # the worker threads log with this operation's context (volume id, op)
 
