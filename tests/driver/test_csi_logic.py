@@ -206,12 +206,13 @@ def test_config_layers(tmp_path: Path) -> None:
 
 
 def test_data_portals_come_from_zbs_lite_env_and_are_validated() -> None:
-    cfg = load_config(None, env={"ZBS_ISCSI_DATA_PORTALS": "10.0.0.11:3261, 10.0.0.12:3261,"})
+    base = {"ZBS_CSI_KUBERNETES_CLUSTER_ID": "k"}
+    cfg = load_config(None, env={**base, "ZBS_ISCSI_DATA_PORTALS": "10.0.0.11:3261, 10.0.0.12:3261,"})
     assert cfg.data_portal_list == ["10.0.0.11:3261", "10.0.0.12:3261"]
-    assert load_config(None, env={}).data_portal_list == []
+    assert load_config(None, env=base).data_portal_list == []
     for bad in ("10.0.0.11", "10.0.0.11:99999", "h:1/x", "-o x:1"):
         with pytest.raises(ConfigError, match="data_portals"):
-            load_config(None, env={"ZBS_ISCSI_DATA_PORTALS": bad})
+            load_config(None, env={**base, "ZBS_ISCSI_DATA_PORTALS": bad})
 
 
 def test_logs_are_json_with_context_and_without_secrets() -> None:

@@ -210,6 +210,7 @@ class Controller:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("ZBS_", "REQUESTS_CA"))}
         env.update(self.zbs.env())
         env["ZBS_CSI_TARGET_PREFIX"] = "vm"
+        env["ZBS_CSI_KUBERNETES_CLUSTER_ID"] = "vm-rig"
         argv = self.ns.exec(
             sys.executable, "-m", "zbs_csi.main", "--mode", "controller", "--endpoint", f"unix://{self.sock}",
             "--state-dir", str(self.work / "controller-state"), "--log-level", "debug",
