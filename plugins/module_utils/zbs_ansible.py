@@ -68,6 +68,7 @@ CONNECTION_OPTIONS = (
     ConnectionOption("validate_certs", "bool", "ZBS_VALIDATE_CERTS", default=True),
     ConnectionOption("ca_path", "path", "ZBS_CA_PATH"),
     ConnectionOption("timeout", "float", "ZBS_TIMEOUT", default=30.0),
+    ConnectionOption("connect_timeout", "float", "ZBS_CONNECT_TIMEOUT", default=10.0),
 )
 
 
@@ -109,6 +110,7 @@ def zbs_client(module: AnsibleModule) -> Any:
         validate_certs=p["validate_certs"],
         ca_path=p["ca_path"],
         timeout=p["timeout"],
+        connect_timeout=p["connect_timeout"],
         wait_timeout=p["wait_timeout"],
     )
 

@@ -23,6 +23,7 @@ from ansible_collections.smartx.zbs.plugins.module_utils.zbs_errors import (
 )
 
 from zbs_lite.testing import ZbsLiteProcess
+from zbs_lite.tls import ensure_tls
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -284,6 +285,24 @@ def test_tls_is_verified_with_the_generated_ca_and_refused_without(zbs_lite, mon
     assert "TLS" in str(err.value) and "ca_path" in str(err.value)
     with make_client(zbs_lite, ca_path=None, validate_certs=False) as lab:
         assert lab.clusters.default()["id"]
+
+
+def test_tls_errors_say_which_ca_failed_and_why(zbs_lite, tmp_path):
+    """A wrong CA, no CA and a key file given as the CA each get their own, actionable message."""
+    no_ca = ZbsClient(zbs_lite.api_url, zbs_lite.username, zbs_lite.password, retries=0)
+    with no_ca, pytest.raises(ZbsConnectionError) as err:
+        no_ca.clusters.list()
+    assert "not signed by a CA this system trusts" in str(err.value) and "give ca_path" in str(err.value)
+
+    other = ensure_tls(tmp_path / "other-ca", "127.0.0.1")
+    with make_client(zbs_lite, ca_path=str(other.ca_cert), retries=0) as wrong, pytest.raises(ZbsConnectionError) as err:
+        wrong.clusters.list()
+    assert f"not signed by the CA in {other.ca_cert}" in str(err.value)
+    assert wrong.stats["login"] == 1  # a TLS failure is never retried
+
+    with pytest.raises(ZbsValidationError) as err:
+        make_client(zbs_lite, ca_path=str(other.ca_key))
+    assert err.value.field == "ca_path" and f"{other.ca_key} holds no certificate" in str(err.value)
 
 
 def test_from_env_uses_the_zbs_lite_environment(zbs_env):
