@@ -18,8 +18,10 @@ from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_requ
 from ansible_collections.smartx.zbs.plugins.module_utils.zbs_errors import (
     ZbsApiError,
     ZbsError,
+    ZbsTaskTimeout,
     ZbsValidationError,
 )
+from ansible_collections.smartx.zbs.plugins.module_utils.zbs_validate import validate_target_name
 
 try:
     from ansible_collections.smartx.zbs.plugins.module_utils.zbs_client import (
@@ -123,6 +125,13 @@ def run(module: AnsibleModule, body: Callable[[], Dict[str, Any]]) -> None:
         module.fail_json(msg=str(exc), field=exc.field)
     except ZbsApiError as exc:
         module.fail_json(msg=str(exc), status=exc.status, path=exc.path, code=exc.code)
+    except ZbsTaskTimeout as exc:
+        # The API accepted the change and started it: the cluster may already show it.
+        module.fail_json(
+            msg=f"{exc}; the change was accepted and may still finish - read the object before retrying",
+            changed=True,
+            task_id=exc.task_id,
+        )
     except ZbsError as exc:
         module.fail_json(msg=str(exc), **{k: v for k, v in _error_extras(exc).items() if v is not None})
     module.exit_json(**result)
@@ -135,6 +144,18 @@ def _error_extras(exc: ZbsError) -> Dict[str, Any]:
 def fail_field(field: str, message: str, operation: str, obj: str) -> NoReturn:
     """Raise the validation error a module reports for input it refuses before any write."""
     raise ZbsValidationError(field, message, operation=operation, object=obj)
+
+
+def target_name(value: str, field: str = "target") -> str:
+    """A target name as the modules take it: valid and already lower-case.
+
+    ZBS stores target names in lower case; accepting ``My-Target`` would hand back
+    ``my-target``, so the modules ask for the name as it will be stored.
+    """
+    name = validate_target_name(value, field)
+    if value != name:
+        raise ZbsValidationError(field, f"target names are lower-case in ZBS: write {name!r}, not {value!r}")
+    return name
 
 
 def changed_fields(
