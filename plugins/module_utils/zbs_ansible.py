@@ -207,6 +207,13 @@ def redact(resource: Optional[Mapping[str, Any]]) -> Optional[Dict[str, Any]]:
     return out
 
 
+def qos_zero(resource: Optional[Mapping[str, Any]]) -> Optional[Dict[str, Any]]:
+    """A copy with every QoS limit the API shows as null (no limit, on targets) shown as 0, as on LUNs."""
+    if resource is None:
+        return None
+    return {k: (0 if k in QOS_FIELDS and v is None else v) for k, v in resource.items()}
+
+
 def result(module: AnsibleModule, changed: bool, before: Any, after: Any, **extra: Any) -> Dict[str, Any]:
     """The module result; ``diff`` only when the user asked for it (``--diff``)."""
     out: Dict[str, Any] = {"changed": changed}
