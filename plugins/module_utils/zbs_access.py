@@ -106,18 +106,19 @@ class Visible:
     target_access: str
 
     def ref(self) -> Dict[str, Any]:
-        return {
-            "target": (self.lun.get("iscsi_target") or {}).get("name"),
-            "name": self.lun.get("name"),
-            "lun_id": self.lun.get("lun_id"),
-            "lun_access": self.lun_access,
-            "target_access": self.target_access,
-        }
+        return dict(lun_ref(self.lun), lun_access=self.lun_access, target_access=self.target_access)
 
 
-def visible_luns(
-    iqn: str, luns: Iterable[Mapping[str, Any]], targets: Iterable[Mapping[str, Any]]
-) -> List[Visible]:
+def lun_ref(lun: Mapping[str, Any]) -> Dict[str, Any]:
+    """``{target, name, lun_id}``: how reports name a LUN."""
+    return {"target": (lun.get("iscsi_target") or {}).get("name"), "name": lun.get("name"), "lun_id": lun.get("lun_id")}
+
+
+def _ref_key(ref: Mapping[str, Any]) -> tuple:
+    return (str(ref["target"]), ref["lun_id"] or 0, str(ref["name"]))
+
+
+def visible_luns(iqn: str, luns: Iterable[Mapping[str, Any]], targets: Iterable[Mapping[str, Any]]) -> List[Visible]:
     """Every LUN ``iqn`` can see: both the target's whitelist and the LUN's list admit it.
 
     A LUN whose target is not among ``targets`` is judged by its own list only. The targets'
@@ -150,3 +151,39 @@ def known_initiators(
         names.update(str(c.get("initiator_iqn")) for c in target.get("initiator_chaps") or [] if c.get("initiator_iqn"))
     names.update(str(c["initiator_iqn"]) for c in connections if c.get("initiator_iqn"))
     return sorted(names)
+
+
+def initiator_record(
+    iqn: str,
+    luns: Sequence[Mapping[str, Any]],
+    targets: Sequence[Mapping[str, Any]],
+    connections: Iterable[Mapping[str, Any]],
+) -> Dict[str, Any]:
+    """What one initiator can reach, and why: for "which LUNs can node X see?" without a dry run.
+
+    ``luns`` the LUNs it sees (with how the LUN list and the target whitelist admit it),
+    ``blocked`` LUNs whose list names it but whose target whitelist keeps it out,
+    ``chap_targets`` targets holding CHAP credentials for it, ``sessions`` its live sessions
+    (only where the API names a session's initiator, as zbs-lite does).
+    """
+    seen = visible_luns(iqn, luns, targets)
+    seen_ids = {id(v.lun) for v in seen}
+    blocked = [lun_ref(lun) for lun in luns if id(lun) not in seen_ids and lun_admits(lun, iqn) == LISTED]
+    return {
+        "iqn": iqn,
+        "luns": sorted((v.ref() for v in seen), key=_ref_key),
+        "blocked": sorted(blocked, key=_ref_key),
+        "chap_targets": sorted(
+            str(t.get("name"))
+            for t in targets
+            if any(str(c.get("initiator_iqn", "")).lower() == iqn.lower() for c in t.get("initiator_chaps") or [])
+        ),
+        "sessions": sorted(
+            (
+                {"target": (c.get("iscsi_target") or {}).get("name"), "initiator_ip": c.get("initiator_ip")}
+                for c in connections
+                if c.get("initiator_iqn") == iqn
+            ),
+            key=lambda s: (str(s["target"]), str(s["initiator_ip"])),
+        ),
+    }

@@ -178,7 +178,12 @@ chap_targets:
 
 from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
-from ansible_collections.smartx.zbs.plugins.module_utils.zbs_access import OPEN, visible_luns, whitelist_admits
+from ansible_collections.smartx.zbs.plugins.module_utils.zbs_access import (
+    OPEN,
+    lun_ref,
+    visible_luns,
+    whitelist_admits,
+)
 from ansible_collections.smartx.zbs.plugins.module_utils.zbs_ansible import (
     fail_field,
     result,
@@ -202,12 +207,8 @@ def _target_name(lun: Dict[str, Any]) -> str:
     return str((lun.get("iscsi_target") or {}).get("name", ""))
 
 
-def _ref(lun: Dict[str, Any]) -> Dict[str, Any]:
-    return {"target": _target_name(lun), "name": lun.get("name"), "lun_id": lun.get("lun_id")}
-
-
 def _sorted_refs(luns: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    return sorted((_ref(lun) for lun in luns), key=lambda r: (r["target"], r["lun_id"] or 0, r["name"] or ""))
+    return sorted((lun_ref(lun) for lun in luns), key=lambda r: (r["target"], r["lun_id"] or 0, r["name"] or ""))
 
 
 def _resolve(

@@ -32,7 +32,15 @@ CONNECTION = {"host": "https://zbs.unit.test", "username": "admin", "password": 
 def fake(monkeypatch: pytest.MonkeyPatch) -> FakeZbs:
     """The fake API; every requests.Session in the test talks to it (and nothing else)."""
     api = FakeZbs()
-    for env in ("ZBS_HOST", "ZBS_USERNAME", "ZBS_PASSWORD", "ZBS_VALIDATE_CERTS", "ZBS_CA_PATH", "ZBS_TIMEOUT", "ZBS_CONNECT_TIMEOUT"):
+    for env in (
+        "ZBS_HOST",
+        "ZBS_USERNAME",
+        "ZBS_PASSWORD",
+        "ZBS_VALIDATE_CERTS",
+        "ZBS_CA_PATH",
+        "ZBS_TIMEOUT",
+        "ZBS_CONNECT_TIMEOUT",
+    ):
         monkeypatch.delenv(env, raising=False)
 
     def request(session: Any, method: str, url: str, **kwargs: Any) -> Any:

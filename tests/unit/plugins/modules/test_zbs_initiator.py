@@ -121,9 +121,7 @@ def test_exact_warns_naming_each_open_lun_the_node_still_sees(fake, run_module):
 
 def test_exact_can_fail_on_open_luns_before_changing_anything(fake, run_module):
     _setup(fake)
-    out = run_module(
-        zbs_initiator, {"iqn": NODE1, "luns": [{"target": "db", "name": "data"}], "on_open_luns": "fail"}
-    )
+    out = run_module(zbs_initiator, {"iqn": NODE1, "luns": [{"target": "db", "name": "data"}], "on_open_luns": "fail"})
     assert out["failed"] and out["field"] == "on_open_luns" and "web/open" in out["msg"]
     assert fake.writes() == []
 
