@@ -295,7 +295,8 @@ def test_tls_errors_say_which_ca_failed_and_why(zbs_lite, tmp_path):
     assert "not signed by a CA this system trusts" in str(err.value) and "give ca_path" in str(err.value)
 
     other = ensure_tls(tmp_path / "other-ca", "127.0.0.1")
-    with make_client(zbs_lite, ca_path=str(other.ca_cert), retries=0) as wrong, pytest.raises(ZbsConnectionError) as err:
+    wrong = make_client(zbs_lite, ca_path=str(other.ca_cert), retries=0)
+    with wrong, pytest.raises(ZbsConnectionError) as err:
         wrong.clusters.list()
     assert f"not signed by the CA in {other.ca_cert}" in str(err.value)
     assert wrong.stats["login"] == 1  # a TLS failure is never retried

@@ -10,6 +10,7 @@ from unittest import mock
 
 import pytest
 from ansible.module_utils.common import warnings
+from ansible_collections.smartx.zbs.plugins.module_utils.zbs_ansible import CONNECTION_OPTIONS
 from ansible_collections.smartx.zbs.tests.unit.plugins.modules.fake_zbs import FakeZbs
 
 try:
@@ -32,16 +33,8 @@ CONNECTION = {"host": "https://zbs.unit.test", "username": "admin", "password": 
 def fake(monkeypatch: pytest.MonkeyPatch) -> FakeZbs:
     """The fake API; every requests.Session in the test talks to it (and nothing else)."""
     api = FakeZbs()
-    for env in (
-        "ZBS_HOST",
-        "ZBS_USERNAME",
-        "ZBS_PASSWORD",
-        "ZBS_VALIDATE_CERTS",
-        "ZBS_CA_PATH",
-        "ZBS_TIMEOUT",
-        "ZBS_CONNECT_TIMEOUT",
-    ):
-        monkeypatch.delenv(env, raising=False)
+    for option in CONNECTION_OPTIONS:
+        monkeypatch.delenv(option.env, raising=False)
 
     def request(session: Any, method: str, url: str, **kwargs: Any) -> Any:
         return api.handle(session, method, url, **kwargs)
