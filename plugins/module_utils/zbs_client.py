@@ -450,9 +450,7 @@ class ZbsClient:
                 reason = _scrub(f"{type(exc).__name__}: {exc}", secrets)
                 verdict = _classify(exc)
                 if verdict == FAIL_NOW:
-                    raise ZbsConnectionError(
-                        _scrub(self._why_not(exc), secrets), operation=op, object=what
-                    ) from None
+                    raise ZbsConnectionError(_scrub(self._why_not(exc), secrets), operation=op, object=what) from None
                 safe = verdict == NOT_SENT or _is_idempotent(op)
                 if attempt < self.retries and safe:
                     attempt += 1
