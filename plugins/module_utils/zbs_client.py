@@ -772,6 +772,26 @@ def _size_fields(data: Dict[str, Any], field: str = "assigned_size") -> None:
     data[f"{field}_unit"] = "B"
 
 
+def _lun_create_data(data: Dict[str, Any], replica_num: Optional[int], lun_id: Optional[int]) -> Dict[str, Any]:
+    """The validated ``create-iscsi-lun`` item for ``data`` (name, iscsi_target_id, assigned_size, ...).
+
+    ``replica_num`` None leaves it for the caller to fill in (from the target).
+    """
+    data["name"] = validate_lun_name(data.get("name"))
+    data["iscsi_target_id"] = validate_id(data.get("iscsi_target_id"), "iscsi_target_id")
+    _size_fields(data)
+    if data.get("assigned_size") is None:
+        raise ZbsValidationError("assigned_size", f"LUN {data['name']!r} needs a size")
+    data.pop("replica_num", None)
+    if replica_num is not None:
+        data["replica_num"] = validate_replica_num(replica_num)
+    data.pop("lun_id", None)
+    if lun_id is not None:
+        data["lun_id"] = validate_lun_id(lun_id)
+    _allowed_initiators_field(data)
+    return data
+
+
 def _allowed_initiators_field(data: Dict[str, Any]) -> None:
     if "allowed_initiators" in data and data["allowed_initiators"] is not None:
         data["allowed_initiators"] = format_allowed_initiators(data["allowed_initiators"])
@@ -1016,29 +1036,42 @@ class Luns(_Resource):
         ``replica_num`` defaults to the target's (one extra read). ``allowed_initiators`` may be
         the API string or a list of IQNs; absent means every initiator.
         """
-        data: Dict[str, Any] = dict(fields)
-        data["name"] = validate_lun_name(name)
+        data = _lun_create_data(
+            dict(fields, name=name, iscsi_target_id=iscsi_target_id, assigned_size=assigned_size),
+            replica_num,
+            lun_id,
+        )
         what = _describe("lun", name=data["name"])
-        data["iscsi_target_id"] = validate_id(iscsi_target_id, "iscsi_target_id")
-        data["assigned_size"] = assigned_size
-        _size_fields(data)
         if replica_num is None:
             target = self._client.targets.get(id=data["iscsi_target_id"])
             if target is None:
                 raise ZbsNotFound(
                     404,
-                    f"target {data['iscsi_target_id']} does not exist",
+                    f"target {iscsi_target_id} does not exist",
                     "/create-iscsi-lun",
                     operation="create-iscsi-lun",
                     object=what,
                 )
-            replica_num = int(target.get("replica_num") or DEFAULT_REPLICA_NUM)
-        data["replica_num"] = validate_replica_num(replica_num)
-        if lun_id is not None:
-            data["lun_id"] = validate_lun_id(lun_id)
-        _allowed_initiators_field(data)
+            data["replica_num"] = validate_replica_num(int(target.get("replica_num") or DEFAULT_REPLICA_NUM))
         created = self._client.mutate("create-iscsi-lun", [data], what=what, wait=wait)[0]
         return self._reread(created) if wait else created
+
+    def create_many(self, items: Sequence[Mapping[str, Any]], *, wait: bool = True) -> List[Dict[str, Any]]:
+        """Create several LUNs in one call (the API takes an array) and wait for all their tasks.
+
+        Each item has the fields of :meth:`create`, ``replica_num`` included. Every item is
+        validated before anything is sent. Returns the LUNs as the mutation described them;
+        re-read them (one query) for their final state.
+        """
+        data = []
+        for item in items:
+            if item.get("replica_num") is None:
+                raise ZbsValidationError("replica_num", f"LUN {item.get('name')!r} needs a replica_num")
+            data.append(_lun_create_data(dict(item), item["replica_num"], item.get("lun_id")))
+        if not data:
+            return []
+        what = f"{len(data)} LUN(s)"
+        return self._client.mutate("create-iscsi-lun", data, what=what, wait=wait)
 
     def update(self, id: str, *, wait: bool = True, **data: Any) -> Dict[str, Any]:
         """Change name, size (grow only), allowed_initiators or QoS of LUN ``id``."""
@@ -1058,11 +1091,34 @@ class Luns(_Resource):
             )
         return self._reread(updated[0]) if wait else updated[0]
 
+    def update_many(self, ids: Sequence[str], *, wait: bool = True, **data: Any) -> List[Dict[str, Any]]:
+        """Give the LUNs ``ids`` the same change in one call (``where: {id_in}``); no renames."""
+        lun_ids = [validate_id(i) for i in ids]
+        body = dict(data)
+        if "name" in body:
+            raise ZbsValidationError("name", "several LUNs cannot get one name")
+        _size_fields(body)
+        _allowed_initiators_field(body)
+        if not body or not lun_ids:
+            raise ZbsValidationError("data", "nothing to update")
+        what = f"{len(lun_ids)} LUN(s)"
+        return self._client.mutate(
+            "update-iscsi-lun", {"where": {"id_in": lun_ids}, "data": body}, what=what, wait=wait
+        )
+
     def delete(self, id: str, remove_snapshot: bool = False, *, wait: bool = True) -> None:
         """Delete LUN ``id``; with snapshots the API refuses unless ``remove_snapshot``."""
         lun = validate_id(id)
         body = {"where": {"id": lun}, "data": {"remove_snapshot": bool(remove_snapshot)}}
         self._client.mutate("delete-iscsi-lun", body, what=_describe("lun", id=lun), wait=wait)
+
+    def delete_many(self, ids: Sequence[str], remove_snapshot: bool = False, *, wait: bool = True) -> None:
+        """Delete the LUNs ``ids`` in one call (``where: {id_in}``)."""
+        lun_ids = [validate_id(i) for i in ids]
+        if not lun_ids:
+            return
+        body = {"where": {"id_in": lun_ids}, "data": {"remove_snapshot": bool(remove_snapshot)}}
+        self._client.mutate("delete-iscsi-lun", body, what=f"{len(lun_ids)} LUN(s)", wait=wait)
 
     def clone_from_snapshot(self, snapshot_id: str, target_id: str, name: str, *, wait: bool = True) -> Dict[str, Any]:
         """A new LUN ``name`` in ``target_id`` with the snapshot's content and size."""

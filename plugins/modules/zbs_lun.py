@@ -274,8 +274,6 @@ from typing import Any, Dict, Optional
 from ansible_collections.smartx.zbs.plugins.module_utils.zbs_access import describe_sessions, sessions_using
 from ansible_collections.smartx.zbs.plugins.module_utils.zbs_ansible import (
     QOS_FIELDS,
-    changed_fields,
-    check_immutable,
     fail_field,
     qos_argument_spec,
     result,
@@ -284,23 +282,24 @@ from ansible_collections.smartx.zbs.plugins.module_utils.zbs_ansible import (
     zbs_client,
     zbs_module,
 )
+from ansible_collections.smartx.zbs.plugins.module_utils.zbs_lun_plan import (
+    SMALLER_SIZE_CHOICES,
+    access_differs,
+    exact_access,
+    lun_view,
+    settings_update,
+    split_access,
+)
 from ansible_collections.smartx.zbs.plugins.module_utils.zbs_units import format_size
 from ansible_collections.smartx.zbs.plugins.module_utils.zbs_validate import (
     ALLOW_ALL,
     AllowedInitiators,
     format_allowed_initiators,
     parse_allowed_initiators,
-    validate_iqn,
     validate_lun_id,
     validate_lun_name,
     validate_lun_size,
 )
-
-# What the API's null stands for, so asking for that value is no change.
-NULL_MEANS = dict.fromkeys(QOS_FIELDS, 0)
-VIEW_FIELDS = ("name", "lun_id", "assigned_size", "replica_num", "thin_provision", "allowed_initiators", *QOS_FIELDS)
-#: How a task spells "every initiator" (``*/*`` is the API's own spelling, accepted too).
-EVERYONE = ("*", ALLOW_ALL)
 
 
 def find_lun(client: Any, target: str, name: str) -> Optional[Dict[str, Any]]:
@@ -310,13 +309,7 @@ def find_lun(client: Any, target: str, name: str) -> Optional[Dict[str, Any]]:
 
 
 def _view(lun: Optional[Dict[str, Any]], target: str) -> Optional[Dict[str, Any]]:
-    if lun is None:
-        return None
-    view = {k: lun.get(k) for k in VIEW_FIELDS if k in lun}
-    view["target"] = target
-    if isinstance(lun.get("assigned_size"), int):
-        view["size"] = format_size(lun["assigned_size"])
-    return view
+    return None if lun is None else dict(lun_view(lun), target=target)
 
 
 def _wanted_initiators(module: Any, current: Optional[str], obj: str) -> Optional[str]:
@@ -327,21 +320,10 @@ def _wanted_initiators(module: Any, current: Optional[str], obj: str) -> Optiona
     p = module.params
     if p["allowed_initiators"] is None:
         return None if current is not None else ""
-    items = [i.strip() for i in p["allowed_initiators"] if i.strip()]
-    everyone = any(i in EVERYONE for i in items)
-    iqns = frozenset(validate_iqn(i, "allowed_initiators") for i in items if i not in EVERYONE)
     mode = p["initiators_mode"]
-    have = parse_allowed_initiators(current) if current is not None else AllowedInitiators("none")
     if mode == "replace":
-        if everyone and iqns:
-            fail_field(
-                "allowed_initiators", "'*' admits everyone and cannot be combined with IQNs", "update-iscsi-lun", obj
-            )
-        return (
-            ALLOW_ALL
-            if everyone
-            else format_allowed_initiators(AllowedInitiators("set", iqns) if iqns else AllowedInitiators("none"))
-        )
+        return exact_access(p["allowed_initiators"], "allowed_initiators", "update-iscsi-lun", obj)
+    everyone, iqns = split_access(p["allowed_initiators"], "allowed_initiators", "update-iscsi-lun", obj)
     if everyone:
         fail_field(
             "allowed_initiators",
@@ -349,6 +331,7 @@ def _wanted_initiators(module: Any, current: Optional[str], obj: str) -> Optiona
             "update-iscsi-lun",
             obj,
         )
+    have = parse_allowed_initiators(current) if current is not None else AllowedInitiators("none")
     if mode == "add":
         for iqn in sorted(iqns):
             have = have.with_added(iqn)
@@ -365,7 +348,7 @@ def _wanted_initiators(module: Any, current: Optional[str], obj: str) -> Optiona
     return format_allowed_initiators(have)
 
 
-def _desired(module: Any) -> Dict[str, Any]:
+def _desired(module: Any, obj: str) -> Dict[str, Any]:
     p = module.params
     qos = p["qos"] or {}
     want = {
@@ -375,47 +358,16 @@ def _desired(module: Any) -> Dict[str, Any]:
         "lun_id": validate_lun_id(p["lun_id"]) if p["lun_id"] is not None else None,
     }
     want.update({q: qos.get(q) for q in QOS_FIELDS})
-    for iqn in p["allowed_initiators"] or []:
-        if iqn.strip() not in EVERYONE:
-            validate_iqn(iqn, "allowed_initiators")
+    split_access(p["allowed_initiators"] or [], "allowed_initiators", "update-iscsi-lun", obj)
     return want
-
-
-def grow_only(module: Any, want: Optional[int], have: Any, obj: str) -> Optional[int]:
-    """The size to ask for: ``want``, or None when it is below ``have`` (ZBS cannot shrink).
-
-    Below ``have``, ``smaller_size`` decides: warn and keep, keep silently, or fail.
-    """
-    if want is None or not isinstance(have, int) or want >= have:
-        return want
-    why = f"requested {format_size(want)} is smaller than the current {format_size(have)}; ZBS cannot shrink a LUN"
-    policy = module.params["smaller_size"]
-    if policy == "fail":
-        fail_field("size", f"{why} (smaller_size=fail)", "update-iscsi-lun", obj)
-    if policy == "warn":
-        module.warn(f"{obj}: {why}, so it stays {format_size(have)} (smaller_size=ignore silences this)")
-    return None
 
 
 def _compute_update(module: Any, current: Dict[str, Any], want: Dict[str, Any], name: str, obj: str) -> Dict[str, Any]:
     """The ``update-iscsi-lun`` data that brings ``current`` to ``want`` ({} = no change)."""
-    check_immutable(current, want, ("thin_provision", "lun_id"), "update-iscsi-lun", obj)
-    replica, cur_replica = want["replica_num"], current.get("replica_num")
-    if replica is not None and isinstance(cur_replica, int) and replica < cur_replica:
-        fail_field(
-            "replica_num",
-            f"may only go up: requested {replica} is below the current {cur_replica}",
-            "update-iscsi-lun",
-            obj,
-        )
-    comparable = {k: v for k, v in want.items() if k not in ("thin_provision", "lun_id")}
-    comparable["assigned_size"] = grow_only(module, want["assigned_size"], current.get("assigned_size"), obj)
-    data = changed_fields(current, comparable, NULL_MEANS)
+    data = settings_update(module, current, want, obj)
     initiators = _wanted_initiators(module, current.get("allowed_initiators"), obj)
-    if initiators is not None:
-        have = current.get("allowed_initiators")
-        if format_allowed_initiators(parse_allowed_initiators(have) if have is not None else None) != initiators:
-            data["allowed_initiators"] = initiators
+    if initiators is not None and access_differs(current, initiators):
+        data["allowed_initiators"] = initiators
     if current.get("name") != name:
         data["name"] = name
     return data
@@ -578,7 +530,7 @@ def main() -> None:
             "target": {"type": "str", "required": True},
             "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
             "size": {"type": "str"},
-            "smaller_size": {"type": "str", "choices": ["warn", "ignore", "fail"], "default": "warn"},
+            "smaller_size": {"type": "str", "choices": SMALLER_SIZE_CHOICES, "default": "warn"},
             "replica_num": {"type": "int", "choices": [1, 2, 3]},
             "thin_provision": {"type": "bool"},
             "lun_id": {"type": "int"},
@@ -613,7 +565,7 @@ def apply(module: Any) -> Dict[str, Any]:
             return result(module, False, None, None)
         return _delete(module, client, current, target, obj)
 
-    want = _desired(module)
+    want = _desired(module, obj)
     if current is None and p["from_name"] is not None:
         current = find_lun(client, target, validate_lun_name(p["from_name"], "from_name"))
     if current is None:

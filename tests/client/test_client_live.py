@@ -406,3 +406,33 @@ def test_missing_objects_are_not_found_errors(client):
         client.luns.update(gone, assigned_size="2GiB")
     with pytest.raises(ZbsNotFound):
         client.targets.update(gone, description="x")
+
+
+def test_batched_create_update_delete_are_one_call_each(client, prefix):
+    """The API takes arrays and id_in: many LUNs cost one mutation (plus task polls), not one per LUN."""
+    target = client.targets.create(prefix, replica_num=1)
+    client.stats.reset()
+    made = client.luns.create_many(
+        [
+            {"name": f"v{i}", "iscsi_target_id": target["id"], "assigned_size": "4MiB", "replica_num": 1}
+            for i in range(5)
+        ]
+    )
+    assert client.stats["create-iscsi-lun"] == 1 and len(made) == 5
+    luns = client.luns.list({"iscsi_target": {"id": target["id"]}})
+    assert sorted(x["name"] for x in luns) == [f"v{i}" for i in range(5)]
+    assert {x["lun_id"] for x in luns} == {1, 2, 3, 4, 5}
+    ids = [x["id"] for x in luns if x["name"] in ("v1", "v2")]
+    client.luns.update_many(ids, assigned_size=8 * MiB, allowed_initiators=[NODE_A])
+    assert client.stats["update-iscsi-lun"] == 1
+    grown = {x["name"]: x for x in client.luns.list({"iscsi_target": {"id": target["id"]}})}
+    assert grown["v1"]["assigned_size"] == grown["v2"]["assigned_size"] == 8 * MiB
+    assert grown["v1"]["allowed_initiators"] == NODE_A and grown["v0"]["assigned_size"] == 4 * MiB
+    with pytest.raises(ZbsValidationError):
+        client.luns.update_many(ids, name="same")
+    with pytest.raises(ZbsValidationError):
+        client.luns.create_many([{"name": "ok", "iscsi_target_id": target["id"], "assigned_size": "1MiB"}])
+    client.luns.delete_many([x["id"] for x in luns])
+    assert client.stats["delete-iscsi-lun"] == 1
+    assert client.luns.count({"iscsi_target": {"id": target["id"]}}) == 0
+    client.targets.delete(target["id"])
