@@ -58,7 +58,9 @@ def main() -> int:
         os.environ.pop(var, None)
     work = Path(tempfile.mkdtemp(prefix="zbs-csi-bench."))
     with ZbsLiteProcess(work / "zbs-lite", task_delay=0.0) as zl:
-        env = dict(zl.env, ZBS_CSI_DEFAULT_REPLICA_NUM="1", ZBS_CSI_TARGET_PREFIX="bench")
+        env = dict(
+            zl.env, ZBS_CSI_DEFAULT_REPLICA_NUM="1", ZBS_CSI_TARGET_PREFIX="bench", ZBS_CSI_CONNECTOR="userspace"
+        )
         cfg = load_config(
             None,
             env=env,

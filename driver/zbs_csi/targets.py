@@ -138,6 +138,35 @@ class TargetPool:
             if self._slots and target_id in self._slots:
                 self._slots[target_id].luns = max(0, self._slots[target_id].luns - 1)
 
+    def invalidate(self) -> None:
+        """Forget the cached view (a target vanished under us): the next placement reads it afresh."""
+        with self._lock:
+            self._slots = None
+
+    def retire_if_empty(self, target_id: str) -> None:
+        """Delete a driver target whose last LUN is gone, so deleted volumes leave no empty target behind.
+
+        Under the placement lock, so no create of this process is being placed into it; if
+        another replica placed a LUN meanwhile, the API refuses to delete a target with LUNs
+        and the target simply stays.
+        """
+        if not target_id:
+            return
+        with self._lock:
+            slot = (self._slots or {}).get(target_id)
+            if slot is not None and slot.luns > 0:
+                return
+            try:
+                if self.client.luns.count({"iscsi_target": {"id": target_id}}) > 0:
+                    return
+                self.client.targets.delete(target_id)
+            except zerr.ZbsError as exc:
+                log.info("kept an empty driver target: %s", exc, extra={"fields": {"target": target_id}})
+                return
+            if self._slots is not None:
+                self._slots.pop(target_id, None)
+            log.info("deleted an empty driver target", extra={"fields": {"target": target_id}})
+
     def mark_full(self, target_id: str) -> None:
         with self._lock:
             if self._slots and target_id in self._slots:

@@ -190,6 +190,7 @@ class Cluster:
             {
                 "ZBS_CSI_TARGET_PREFIX": prefix,
                 "ZBS_CSI_DEFAULT_REPLICA_NUM": "1",
+                "ZBS_CSI_CONNECTOR": "userspace",  # this machine's kernel has no iscsi_tcp
                 "ZBS_CSI_LOG_LEVEL": "debug",
             }
         )
@@ -224,3 +225,6 @@ class Cluster:
 
     def our_luns(self) -> list[dict]:
         return self.client().luns.list({"iscsi_target": {"name_starts_with": f"{self.prefix}-"}})
+
+    def our_targets(self) -> list[dict]:
+        return self.client().targets.list({"name_starts_with": f"{self.prefix}-"})
