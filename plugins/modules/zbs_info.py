@@ -40,7 +40,7 @@ options:
     type: str
   initiator:
     description:
-      - With the V(initiators) subset, report this initiator IQN only (also when the cluster does not know it yet:
+      - With the V(initiators) subset, report this initiator IQN only (also when the cluster does not know it yet;
         it then sees the LUNs open to everybody).
     type: str
   fields:
@@ -235,7 +235,7 @@ initiators:
     - For each initiator IQN (or only O(initiator)), sorted by IQN - C(luns) it can see, each with C(lun_access)
       (V(listed) - the LUN's list names it, or V(open) - the LUN admits everybody) and C(target_access) (the same for
       the target's IQN whitelist); C(blocked), LUNs whose list names it but whose target whitelist keeps it out;
-      C(chap_targets), targets holding CHAP credentials for it; C(sessions), its live sessions (zbs-lite only:
+      C(chap_targets), targets holding CHAP credentials for it; C(sessions), its live sessions (zbs-lite only,
       CloudTower does not name a session's initiator).
     - The targets' IP whitelists are not taken into account (the initiator's address is not known).
   returned: when V(initiators) is gathered

@@ -40,7 +40,7 @@ options:
       - A rollback also gives the LUN the size it had when the snapshot was taken, so a LUN grown since
         B(shrinks back); the diff and RV(size_before)/RV(size) show it and the task warns. The API does not show
         a snapshot's size, so in check mode the size after the rollback is not known.
-      - Roll back only while no host uses the LUN (its file system unmounted, sessions logged out): a rollback
+      - Roll back only while no host uses the LUN (its file system unmounted, sessions logged out); a rollback
         of a LUN that initiators have live iSCSI sessions to fails, naming them, unless O(force=true).
     type: str
     choices: [present, absent, rolled_back]

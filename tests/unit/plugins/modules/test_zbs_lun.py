@@ -292,3 +292,18 @@ def test_clone_refuses_a_lun_id_or_provisioning_it_cannot_have(fake, run_module)
     out = run_module(zbs_lun, {"target": "app", "name": "c", "copy_from": {"lun": "data"}, "thin_provision": False})
     assert out["failed"] and out["field"] == "thin_provision"
     assert fake.lun("app", "c") is None
+
+
+def test_the_documented_name_rules_are_the_validated_ones(fake, run_module):
+    """ansible-doc must not promise letters and digits only while 'my data' is accepted."""
+    import yaml
+    from ansible_collections.smartx.zbs.plugins.modules import zbs_lun_snapshot
+
+    for module in (zbs_lun, zbs_lun_snapshot):
+        text = " ".join(yaml.safe_load(module.DOCUMENTATION)["options"]["name"]["description"])
+        assert "printable ASCII" in text and "without leading or trailing spaces" in text, module.__name__
+    fake.add_target("app")
+    out = run_module(zbs_lun, {"target": "app", "name": "my data", "size": "1GiB"})
+    assert out["changed"] is True and fake.lun("app", "my data") is not None
+    refused = run_module(zbs_lun, {"target": "app", "name": " padded", "size": "1GiB"})
+    assert refused["failed"] and refused["field"] == "name"
