@@ -28,7 +28,7 @@ collection_copy() {
     --exclude __pycache__ --exclude .mypy_cache --exclude .ruff_cache --exclude .pytest_cache \
     --exclude /driver --exclude /zbs_lite --exclude /bench --exclude /scripts --exclude /extensions \
     --exclude /tests/zbs_lite --exclude /tests/client --exclude /tests/driver --exclude /tests/e2e \
-    --exclude /tests/roles --exclude /tests/conftest.py --exclude /pyproject.toml --exclude '*.egg-info' \
+    --exclude /tests/roles --exclude /tests/modules --exclude /tests/conftest.py --exclude /pyproject.toml --exclude '*.egg-info' \
     --exclude /quickstart-out --exclude /.ci \
     "$ROOT/" "$dest/"
   echo "$dest"
