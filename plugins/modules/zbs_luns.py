@@ -371,8 +371,7 @@ def apply(module: Any) -> Dict[str, Any]:
             final.pop(lun["name"], None)
         return result(module, changed, before, after, luns=[final[n] for n in sorted(final)], **names, **extra)
 
-    if creates:
-        assert target_obj is not None
+    if target_obj is not None:  # read (and found) exactly when there is something to create
         for fields in creates:
             fields.setdefault("replica_num", target_obj.get("replica_num"))
             fields["iscsi_target_id"] = target_obj["id"]
