@@ -12,6 +12,13 @@ mkdir -p "$CACHE"
 
 log() { printf '[setup] %s\n' "$*"; }
 
+# go_tool_current BIN PKG@VERSION: BIN exists and was built from that package at that version
+# (read from the binary's build info), so changing a pin in go-tools.txt reinstalls the tool.
+go_tool_current() {
+  [ -x "$1" ] || return 1
+  [ "$(go version -m "$1" 2>/dev/null | awk '$1 == "path" { p = $2 } $1 == "mod" { v = $3 } END { print p "@" v }')" = "$2" ]
+}
+
 # --- apt packages -------------------------------------------------------------------
 APT_PACKAGES=(
   libiscsi-bin qemu-utils qemu-system-common qemu-block-extra fuse3 tgt
@@ -64,7 +71,7 @@ if [ -f "$ROOT/scripts/go-tools.txt" ]; then
   export GOBIN="$CACHE/bin" GOFLAGS=-mod=mod
   while read -r bin mod; do
     [ -z "$bin" ] || [ "${bin#\#}" != "$bin" ] && continue
-    if [ ! -x "$GOBIN/$bin" ]; then log "go install $mod"; go install "$mod"; fi
+    if ! go_tool_current "$GOBIN/$bin" "$mod"; then log "go install $mod"; go install "$mod"; fi
   done < "$ROOT/scripts/go-tools.txt"
 fi
 log "ready: $VENV, collection at $COLL/zbs"

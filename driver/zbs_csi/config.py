@@ -50,7 +50,7 @@ class Config:
     size_granularity: int = GiB
     default_replica_num: int = 2
     default_thin_provision: bool = True
-    # GET_SNAPSHOT is alpha in CSI 1.12; tools built on older specs (csi-sanity v5.4.0) reject it.
+    # GET_SNAPSHOT is alpha in CSI 1.12; tools built on older specs (csi-sanity before v5.6.0) reject it.
     advertise_get_snapshot: bool = True
     # Targets made with CHAP on: every publish then needs the node's CHAP secret.
     chap: bool = False
@@ -67,6 +67,9 @@ class Config:
     default_fstype: str = "ext4"
     max_volumes_per_node: int = 256
     command_timeout: float = 120.0
+    # Userspace connector: how long teardown waits for a lost iSCSI session to come back
+    # before failing the device's pending I/O (open-iscsi's replacement_timeout, same default).
+    replacement_timeout: float = 120.0
 
     def password(self) -> str:
         if self.zbs_password:
@@ -92,6 +95,8 @@ class Config:
             raise ConfigError("size_granularity must be a positive multiple of 512 bytes")
         if self.max_volumes_per_node < 1:
             raise ConfigError("max_volumes_per_node must be at least 1")
+        if self.replacement_timeout < 0:
+            raise ConfigError("replacement_timeout must not be negative")
 
     @property
     def socket_path(self) -> str:

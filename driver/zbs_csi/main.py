@@ -168,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if driver.node is not None:
         driver.node.reconcile()
+        driver.node.start_session_watch()
     driver.start()
 
     def on_signal(signum: int, _frame: Any) -> None:

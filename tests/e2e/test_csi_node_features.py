@@ -117,7 +117,7 @@ def test_raw_block_shared_by_two_nodes(cluster: Cluster, tmp_path: Path) -> None
 
 def test_readonly_publish_and_single_node_conflicts(cluster: Cluster, tmp_path: Path) -> None:
     c = cluster
-    cap = mount_cap("ext4")
+    cap = mount_cap("ext4", Mode.SINGLE_NODE_MULTI_WRITER)  # ReadWriteOnce: two pods on one node
     vid = _create(c, "pvc-ro", cap)
     ctx = _publish(c, vid, NODE_A, cap)
     assert (

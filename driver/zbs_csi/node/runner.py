@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -29,6 +30,21 @@ class CommandError(Exception):
 
 def _masked(argv: list[str], secrets: Sequence[str]) -> list[str]:
     return ["***" if any(s and s in a for s in secrets) else a for a in argv]
+
+
+def _kill_bounded(proc: subprocess.Popen[str]) -> None:
+    """SIGKILL a timed-out command, waiting for it only briefly.
+
+    A command blocked in the kernel (``umount`` flushing to a device whose I/O never
+    completes sits in D state) dies only when that I/O ends. The caller must get its error
+    now, so the process is left to a reaper thread instead of an unbounded ``wait()``.
+    """
+    proc.kill()
+    try:
+        proc.communicate(timeout=5)
+    except subprocess.TimeoutExpired:
+        log.warning("pid %d does not die (blocked in the kernel); reaping it later", proc.pid)
+        threading.Thread(target=proc.communicate, name=f"reap-{proc.pid}", daemon=True).start()
 
 
 @dataclass
@@ -71,25 +87,26 @@ class Runner:
         """
         argv = list(argv)
         log.debug("run", extra={"fields": {"argv": _masked(argv, redact)}})
+        limit = timeout or self.default_timeout
         try:
-            proc = subprocess.run(
+            proc = subprocess.Popen(
                 argv,
-                input=stdin,
-                capture_output=True,
+                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
                 text=True,
-                timeout=timeout or self.default_timeout,
                 env={"PATH": FIXED_PATH, "LC_ALL": "C", **(env or {})},
-                check=False,
             )
-        except subprocess.TimeoutExpired:
-            raise CommandError(
-                _masked(argv, redact), -1, f"timed out after {timeout or self.default_timeout}s"
-            ) from None
         except FileNotFoundError:
             raise CommandError(_masked(argv, redact), 127, f"{argv[0]}: not found") from None
-        res = Result(argv, proc.returncode, proc.stdout, proc.stderr)
+        try:
+            stdout, stderr = proc.communicate(stdin, timeout=limit)
+        except subprocess.TimeoutExpired:
+            _kill_bounded(proc)
+            raise CommandError(_masked(argv, redact), -1, f"timed out after {limit}s") from None
+        res = Result(argv, proc.returncode, stdout, stderr)
         if check and proc.returncode != 0:
-            err = proc.stderr or proc.stdout
+            err = stderr or stdout
             for secret in redact:
                 err = err.replace(secret, "***")
             raise CommandError(_masked(argv, redact), proc.returncode, err)

@@ -8,8 +8,10 @@ or restart at any point can be finished or undone.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +27,13 @@ from ..proto import csi_pb2 as csi
 from .connectors import AttachTarget, Connector, ConnectorError
 from .fs import Filesystems, FsError
 from .mounts import find_mount, read_mounts
+from .publish_rules import check_publish
 from .runner import CommandError, Runner
 from .state import StageRecord, StateStore
 
 log = logging.getLogger(__name__)
+
+WATCH_PERIOD = 5.0  # seconds between looks at the staged volumes' iSCSI sessions
 
 
 def _path_arg(value: str, field: str) -> str:
@@ -43,6 +48,20 @@ def _volume_arg(value: str) -> str:
     if not value:
         raise invalid("volume_id is required")
     return value
+
+
+def _remove_path(path: str) -> None:
+    """Remove an unmounted target path (directory, block device file or symlink), if any.
+
+    No stat first: a path over a dead FUSE export answers ENOTCONN to it. A directory that
+    is not empty is left alone and reported (it holds data that is not this volume's).
+    """
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        return
+    except NotADirectoryError:
+        os.unlink(path)
 
 
 class NodeService:
@@ -80,6 +99,28 @@ class NodeService:
                 problem = problem or f"staging path {rec.staging_path} is not mounted"
             if problem:
                 log.warning("staged volume is unhealthy: %s", problem, extra={"fields": {"volume_id": rec.volume_id}})
+
+    def watch_sessions(self, stop: threading.Event, period: float = WATCH_PERIOD) -> None:
+        """Bound the I/O of staged volumes whose iSCSI session is lost, until ``stop`` is set.
+
+        open-iscsi fails a lost session's I/O after its replacement_timeout; libiscsi never
+        does, so for the userspace connector this loop does (the kernel's needs nothing).
+        Without it, a pod writing to a volume whose target is gone would wait forever.
+        """
+        while not stop.wait(period):
+            for rec in self.store.all():
+                if not (rec.complete and rec.attach):
+                    continue
+                try:
+                    self.connector.fail_io_if_lost(rec.attach, wait=False)
+                except (OSError, CommandError, ConnectorError) as exc:
+                    log.warning("watching the session of %s: %s", rec.volume_id, exc)
+
+    def start_session_watch(self) -> threading.Event:
+        """Run :meth:`watch_sessions` in a daemon thread; set the returned event to stop it."""
+        stop = threading.Event()
+        threading.Thread(target=self.watch_sessions, args=(stop,), name="session-watch", daemon=True).start()
+        return stop
 
     # ---------------------------------------------------------------- identity
     def get_info(self) -> csi.NodeGetInfoResponse:
@@ -186,13 +227,8 @@ class NodeService:
         self.fs.mount(rec.device, rec.staging_path, rec.fs_type, opts)
 
     def _undo_stage(self, rec: StageRecord) -> None:
-        if find_mount(rec.staging_path) is not None and rec.access_type == "mount":
-            try:
-                self.fs.umount(rec.staging_path)
-            except CommandError:
-                if self._condition(rec) is None:
-                    raise  # a healthy volume that is busy: never detach under a live mount
-                self.fs.umount(rec.staging_path, lazy=True)  # its device is gone: let the mount go
+        if rec.access_type == "mount" and find_mount(rec.staging_path) is not None:
+            self._unmount_staging(rec)
         if rec.attach:
             target = self._target_of(rec)
             others = [
@@ -200,6 +236,31 @@ class NodeService:
             ]
             self.connector.detach(target, rec.attach, [t for t in others if t is not None])
         self.store.delete(rec.volume_id)
+
+    def _unmount_staging(self, rec: StageRecord) -> None:
+        """Unmount the staged filesystem: never forced while its device works, never hung when it is lost.
+
+        Unmounting flushes to the device. When the iSCSI session is gone for good the
+        connector fails the device's I/O first (``fail_io_if_lost``), so the flush ends in
+        I/O errors instead of a ``umount`` stuck in the kernel; a session lost during the
+        unmount is caught when the unmount times out.
+        """
+        lost = bool(rec.attach) and self.connector.fail_io_if_lost(rec.attach)
+        for attempt in range(3):
+            try:
+                self.fs.umount(rec.staging_path, lazy=attempt == 2)
+            except CommandError:
+                if find_mount(rec.staging_path) is None:
+                    return  # a slow unmount finished after all
+                if not lost:
+                    lost = bool(rec.attach) and self.connector.fail_io_if_lost(rec.attach)
+                if not lost and self._condition(rec) is None:
+                    raise  # a healthy volume that is busy: never detach under a live mount
+                if attempt == 2:
+                    raise
+                continue
+            if find_mount(rec.staging_path) is None:
+                return
 
     @staticmethod
     def _target_of(rec: StageRecord) -> AttachTarget:
@@ -221,12 +282,12 @@ class NodeService:
                 raise invalid(f"volume {volume_id} is staged at {rec.staging_path}, not {staging}")
             still = [p for p in rec.published if find_mount(p) is not None]
             if still:
-                raise precondition(f"volume {volume_id} is still published at {still[0]}")
+                raise precondition(f"volume {volume_id} is still published at {still[0]}: unpublish it first")
             try:
                 self._undo_stage(rec)
             except ConnectorError as exc:
                 raise CsiError(grpc.StatusCode.UNAVAILABLE, f"unstaging {volume_id}: {exc}") from exc
-            except (CommandError, FsError) as exc:
+            except (CommandError, FsError, OSError) as exc:
                 raise internal(f"unstaging {volume_id}: {exc}") from exc
             log.info("unstaged")
         return csi.NodeUnstageVolumeResponse()
@@ -253,42 +314,60 @@ class NodeService:
             want: dict[str, Any] = {
                 "readonly": readonly,
                 "access_type": cap.access_type,
+                "mode": cap.mode,
                 "flags": list(cap.mount_flags),
             }
-            have = rec.published.get(target_path)
-            if have is not None and find_mount(target_path) is not None:
-                if have != want:
-                    raise already_exists(f"volume {volume_id} is already published at {target_path} differently")
+            live = {
+                path: {"mode": rec.access_mode, **entry}
+                for path, entry in rec.published.items()
+                if find_mount(path) is not None
+            }
+            if check_publish(volume_id, target_path, want, live):
                 return csi.NodePublishVolumeResponse()
-            try:
-                if cap.access_type == "mount":
-                    Path(target_path).mkdir(parents=True, exist_ok=True)
-                    self.fs.bind(rec.staging_path, target_path, readonly)
-                else:
-                    Path(target_path).parent.mkdir(parents=True, exist_ok=True)
-                    Path(target_path).touch(exist_ok=True)
-                    self.fs.bind(rec.device, target_path, readonly)
-            except (CommandError, OSError) as exc:
-                raise internal(f"publishing {volume_id} at {target_path}: {exc}") from exc
+            # Recorded before the bind: a crash in between leaves a publish the record knows
+            # about (reconcile forgets it if the mount never happened), never an unknown one.
             rec.published[target_path] = want
             self.store.put(rec)
+            try:
+                self._bind(rec, target_path, readonly)
+            except (CommandError, OSError) as exc:
+                if find_mount(target_path) is None:  # else NodeUnpublish still has it to remove
+                    rec.published.pop(target_path, None)
+                    self.store.put(rec)
+                raise internal(f"publishing {volume_id} at {target_path}: {exc}") from exc
             log.info("published", extra={"fields": {"target_path": target_path, "readonly": readonly}})
         return csi.NodePublishVolumeResponse()
+
+    def _bind(self, rec: StageRecord, target_path: str, readonly: bool) -> None:
+        """Bind-mount the volume at ``target_path``; on failure remove what this call created."""
+        target = Path(target_path)
+        created = not os.path.lexists(target_path)
+        try:
+            if rec.access_type == "mount":
+                target.mkdir(parents=True, exist_ok=True)
+                self.fs.bind(rec.staging_path, target_path, readonly)
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.touch(exist_ok=True)
+                self.fs.bind(rec.device, target_path, readonly)
+        except (CommandError, OSError):
+            if created and find_mount(target_path) is None:
+                with contextlib.suppress(OSError):
+                    _remove_path(target_path)
+            raise
 
     def unpublish(self, req: csi.NodeUnpublishVolumeRequest) -> csi.NodeUnpublishVolumeResponse:
         volume_id = _volume_arg(req.volume_id)
         target_path = _path_arg(req.target_path, "target_path")
         with self.locks.hold(volume_id):
             try:
-                for _ in range(8):
+                for _ in range(8):  # mounts stacked by retried publishes come off one by one
                     if find_mount(target_path) is None:
                         break
                     self.fs.umount(target_path)
-                p = Path(target_path)
-                if p.is_dir() and not p.is_symlink():
-                    p.rmdir()
-                elif p.exists() or p.is_symlink():
-                    p.unlink()
+                if find_mount(target_path) is not None:
+                    raise OSError(f"{target_path} is still mounted after 8 unmounts")
+                _remove_path(target_path)
             except (CommandError, OSError) as exc:
                 raise internal(f"unpublishing {volume_id} from {target_path}: {exc}") from exc
             if is_uuid(volume_id):

@@ -11,7 +11,13 @@ def make_connector(cfg: Config, runner: Runner) -> Connector:
     if cfg.connector == "userspace":
         from .userspace import UserspaceConnector
 
-        return UserspaceConnector(runner, cfg.state_dir, cfg.node_id, timeout=cfg.command_timeout)
+        return UserspaceConnector(
+            runner,
+            cfg.state_dir,
+            cfg.node_id,
+            timeout=cfg.command_timeout,
+            replacement_timeout=cfg.replacement_timeout,
+        )
     from .kernel import KernelConnector
 
     return KernelConnector(runner, cfg.node_id, multipath=cfg.multipath)

@@ -66,3 +66,8 @@ class Connector(Protocol):
 
     def condition(self, data: dict[str, Any]) -> str | None:
         """None when healthy, else what is wrong (session down, device gone...)."""
+
+    def fail_io_if_lost(self, data: dict[str, Any], wait: bool = True) -> bool:
+        """Bound I/O on a lost session: once it has been down for the replacement timeout, make
+        the device's pending and future I/O fail. ``wait`` (teardown): wait out that time first;
+        else (the session watch) only look. True when the device's I/O fails now."""

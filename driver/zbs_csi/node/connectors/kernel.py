@@ -295,3 +295,8 @@ class KernelConnector:
             if not running:
                 return f"multipath map {dm} has no active path"
         return None
+
+    def fail_io_if_lost(self, data: dict[str, Any], wait: bool = True) -> bool:
+        """Nothing to do: the kernel bounds this itself (the session's replacement_timeout, then
+        multipath's no_path_retry fail queued I/O), so an unmount never waits forever."""
+        return False
