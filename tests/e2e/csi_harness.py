@@ -78,8 +78,10 @@ class DriverProcess:
         if self.node_id:
             argv += ["--node-id", self.node_id]
         self.sock.unlink(missing_ok=True)
+        # The driver defaults to the kernel connector; this machine's kernel has no iscsi_tcp.
+        env = {"ZBS_CSI_CONNECTOR": "userspace", **self.env}
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(argv, env=self.env, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+            self.proc = subprocess.Popen(argv, env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
         while not self.sock.exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -190,7 +192,6 @@ class Cluster:
             {
                 "ZBS_CSI_TARGET_PREFIX": prefix,
                 "ZBS_CSI_DEFAULT_REPLICA_NUM": "1",
-                "ZBS_CSI_CONNECTOR": "userspace",  # this machine's kernel has no iscsi_tcp
                 "ZBS_CSI_LOG_LEVEL": "debug",
             }
         )
