@@ -28,7 +28,7 @@ stage_quickstart() {
   local rc=0
   "$ROOT/scripts/quickstart.sh" >"$out/first.log" 2>&1 || { tail -60 "$out/first.log"; rc=1; }
   if [ $rc -eq 0 ]; then
-    grep -A12 '"msg": \[' "$out/first.log" || true
+    grep -A13 '"msg": \[' "$out/first.log" || true
     # The LUNs' data must live in the capped XFS image, not on this machine's own disk.
     local pool="$out/state/zbs-lite/pool" cap=$((11 << 30))
     if [ "$(stat -f -c %T "$pool")" != xfs ] || [ "$(df -B1 --output=size "$pool" | tail -1)" -gt "$cap" ]; then
