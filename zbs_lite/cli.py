@@ -228,14 +228,10 @@ def _print_status(data_dir: Path, *, as_json: bool) -> dict[str, Any]:
     ]
     if st.get("tasks_idle") is not None:
         lines.append(f"  tasks:      {'idle' if st['tasks_idle'] else 'running'} (task delay {st['task_delay']}s)")
-    if st.get("data_plane"):
-        lines.append(f"  VIP portal: {st['vip']}")
-        for c in st.get("chunks", []):
-            state = "up" if c.get("up") else "down"
-            lines.append(f"  chunk {c['n']}:    {c['portal']} {state} ({c.get('sessions', 0)} sessions)")
-    else:
-        err = st.get("data_plane_error")
-        lines.append("  iSCSI:      data plane absent" + (f" (failed: {err})" if err else " (API only)"))
+    lines.append(f"  VIP portal: {st['vip']}")
+    for c in st.get("chunks", []):
+        state = "up" if c.get("up") else "down"
+        lines.append(f"  chunk {c['n']}:    {c['portal']} {state} ({c.get('sessions', 0)} sessions)")
     print("\n".join(lines))
     return st
 

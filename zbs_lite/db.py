@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import secrets
 import sqlite3
 import string
@@ -16,6 +17,13 @@ from queue import Empty, LifoQueue
 
 from zbs_lite.model import SCHEMA
 
+# The tables whose rows the data plane's catalog shows, and the column naming the target a
+# row belongs to: every write transaction collects the targets it touched (temporary
+# triggers calling back into Python), and the commit hooks get them.
+TRACKED = {"targets": "id", "luns": "target_id"}
+_TOUCHED_FN = "zbs_lite_touched"
+
+log = logging.getLogger(__name__)
 _B36 = string.digits + string.ascii_lowercase
 _counter = itertools.count()
 _id_lock = threading.Lock()
@@ -48,16 +56,28 @@ class Database:
         self._write_lock = threading.RLock()
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
-        self.on_commit: list[Callable[[], None]] = []
-        with self.read() as conn:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(SCHEMA)
+        # called after each commit that changed a tracked row, with the targets it touched
+        self.on_commit: list[Callable[[frozenset[str]], None]] = []
+        self._touched: set[str] = set()
+        boot = sqlite3.connect(path, timeout=30, isolation_level=None)  # the tables exist before any trigger
+        try:
+            boot.execute("PRAGMA journal_mode=WAL")
+            boot.executescript(SCHEMA)
+        finally:
+            boot.close()
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
         conn.execute("PRAGMA foreign_keys=ON")
+        conn.create_function(_TOUCHED_FN, 1, self._touch)
+        for table, column in TRACKED.items():
+            for event, row in (("INSERT", "NEW"), ("UPDATE", "NEW"), ("DELETE", "OLD")):
+                conn.execute(
+                    f"CREATE TEMP TRIGGER IF NOT EXISTS zl_{table}_{event.lower()} AFTER {event} ON main.{table}"
+                    f" BEGIN SELECT {_TOUCHED_FN}({row}.{column}); END"
+                )
         with self._all_lock:
             self._all.append(conn)
         return conn
@@ -75,19 +95,33 @@ class Database:
                 conn.rollback()
             self._pool.put(conn)
 
+    def _touch(self, target_id: str) -> None:
+        self._touched.add(target_id)  # only ever called inside write(), under the write lock
+
     @contextmanager
-    def write(self, *, hooks: bool = True) -> Iterator[sqlite3.Connection]:
-        """One IMMEDIATE transaction; commit hooks (catalog refresh) run after COMMIT."""
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """One IMMEDIATE transaction; after COMMIT, the hooks learn which targets it touched.
+
+        The hooks run in this thread, still under the write lock, so they see the commits in
+        order and the writer's caller is answered only once they are done.
+        """
         with self._write_lock, self.read() as conn:
+            self._touched.clear()
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
             except BaseException:
                 conn.rollback()
+                self._touched.clear()
                 raise
             conn.commit()
-            for hook in self.on_commit if hooks else ():
-                hook()
+            touched = frozenset(self._touched)
+            self._touched.clear()
+            for hook in self.on_commit if touched else ():
+                try:
+                    hook(touched)
+                except Exception:  # the commit stands; a hook's failure must not turn it into an error
+                    log.exception("commit hook %r failed", hook)
 
     @property
     def write_lock(self) -> threading.RLock:

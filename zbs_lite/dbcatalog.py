@@ -1,8 +1,10 @@
-"""The data plane's view of the metadata (``zbs_lite.catalog.Catalog``) over the SQLite store.
+"""The data plane's catalog over the SQLite store: snapshots built by the writers, sessions recorded by a thread.
 
-Views are rebuilt lazily: a commit only bumps the generation; the first data-plane read
-after it re-reads what it asks for (all targets, or one target's LUNs), so a burst of
-mutations costs one small indexed query, never a rebuild of every LUN.
+Every commit that touches targets or LUNs hands this catalog the ids of the targets it
+touched (``Database.on_commit``); it re-reads those targets and their LUNs (at most 255,
+one indexed query each), shares everything else with the previous snapshot, and
+publishes the new snapshot before the commit's writer answers its client. The data plane's
+loop never reads SQLite.
 """
 
 from __future__ import annotations
@@ -10,107 +12,91 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import sqlite3
 import threading
 from typing import Any
 
-from zbs_lite.catalog import ConnectionInfo, InitiatorChap, LunView, TargetView
+from zbs_lite.catalog import CatalogSnapshot, ConnectionInfo, InitiatorChap, LunView, Publisher, TargetView
 from zbs_lite.db import Database
 from zbs_lite.storage import Pool
 
 log = logging.getLogger(__name__)
 
 
-class DbCatalog:
+class DbCatalog(Publisher):
     def __init__(self, db: Database, pool: Pool, cluster_id: str) -> None:
         self._db = db
-        self._pool = pool
+        self._lun_dir = str(pool.lun_dir)  # paths built by hand: pathlib costs ~70 us per LUN view
         self._cluster_id = cluster_id
-        self._lock = threading.Lock()  # one rebuild at a time
-        self._gen_lock = threading.Lock()  # never held across I/O: commits only bump the counter
-        self._generation = 1
-        self._built = 0
-        self._targets: list[TargetView] = []
-        self._by_iqn: dict[str, TargetView] = {}
-        self._luns: dict[str, tuple[int, list[LunView]]] = {}
+        # per target: LUN id -> (its row, its view), so unchanged rows keep their view
+        self._lun_views: dict[str, dict[str, tuple[tuple[Any, ...], LunView]]] = {}
+        with db.read() as conn:
+            ids = [r[0] for r in conn.execute("SELECT id FROM targets")]
+            super().__init__(self._read(conn, CatalogSnapshot(), ids))
         self._chunk_ips: dict[int, str] = {}
         self._conn_queue: queue.Queue[tuple[str, Any]] = queue.Queue()
         threading.Thread(target=self._connection_writer, name="connections", daemon=True).start()
-        db.on_commit.append(self.changed)
+        db.on_commit.append(self._committed)
 
     def set_chunk_ips(self, ips: dict[int, str]) -> None:
         self._chunk_ips = dict(ips)
 
-    def changed(self) -> None:
-        with self._gen_lock:
-            self._generation += 1
-
-    def generation(self) -> int:
-        return self._generation
-
-    def _refresh_targets(self) -> None:
-        """Targets are few (<= 4096) and small: re-read them all when anything changed."""
-        with self._lock:
-            if self._built == self._generation:
-                return
-            gen = self._generation
-            with self._db.read() as conn:
-                trows = conn.execute("SELECT * FROM targets WHERE entity_async_status IS NOT 'CREATING'").fetchall()
-            targets = [
-                TargetView(
-                    id=r["id"],
-                    name=r["name"],
-                    iqn=r["iqn_name"],
-                    ip_whitelist=r["ip_whitelist"],
-                    iqn_whitelist=r["iqn_whitelist"],
-                    chap_enabled=bool(r["chap_enabled"]),
-                    chap_name=r["chap_name"] or "",
-                    chap_secret=r["chap_secret"] or "",
-                    initiator_chaps=tuple(InitiatorChap(**c) for c in json.loads(r["initiator_chaps"])),
-                )
-                for r in trows
-            ]
-            self._targets = targets
-            self._by_iqn = {t.iqn: t for t in targets}
-            self._built = gen
-
-    def targets(self) -> list[TargetView]:
-        self._refresh_targets()
-        return list(self._targets)
-
-    def target_by_iqn(self, iqn: str) -> TargetView | None:
-        self._refresh_targets()
-        return self._by_iqn.get(iqn)
-
-    def luns(self, target_id: str) -> list[LunView]:
-        """One target's LUNs (<= 255, one indexed query), re-read only when asked after a change,
-        so a commit never costs a rebuild of every LUN on the data plane's thread."""
-        gen = self._generation
-        cached = self._luns.get(target_id)
-        if cached is not None and cached[0] == gen:
-            return list(cached[1])
+    def _committed(self, touched: frozenset[str]) -> None:
+        """Runs in the committing thread, under the write lock: snapshots follow the commit order."""
         with self._db.read() as conn:
-            rows = conn.execute(
-                "SELECT id, local_id, name, lun_id, target_id, file_size, allowed_initiators, thin_provision"
-                " FROM luns WHERE target_id = ? AND entity_async_status IS NOT 'CREATING' ORDER BY lun_id",
-                (target_id,),
-            ).fetchall()
-        views = [
-            LunView(
-                id=r[0],
-                local_id=r[1],
-                name=r[2],
-                lun_id=r[3],
-                target_id=r[4],
-                size=r[5],
-                path=str(self._pool.lun_path(r[1])),
-                allowed_initiators=r[6],
-                thin_provision=bool(r[7]),
-            )
-            for r in rows
-        ]
-        with self._lock:
-            self._luns[target_id] = (gen, views)
-        return list(views)
+            snap = self._read(conn, self.snapshot(), touched)
+        self.publish(snap)
+
+    def _read(self, conn: sqlite3.Connection, base: CatalogSnapshot, target_ids: Any) -> CatalogSnapshot:
+        targets: dict[str, TargetView | None] = {}
+        luns: dict[str, tuple[LunView, ...]] = {}
+        for tid in target_ids:
+            row = conn.execute(
+                "SELECT * FROM targets WHERE id = ? AND entity_async_status IS NOT 'CREATING'", (tid,)
+            ).fetchone()
+            if row is None:
+                targets[tid] = None
+                self._lun_views.pop(tid, None)
+                continue
+            old = base.by_id.get(tid)
+            new = _target_view(row)
+            targets[tid] = old if old == new else new  # unchanged: the same object, so nothing to re-apply
+            luns[tid] = self._luns(conn, tid, base.luns(tid))
+        return base.replace(targets, luns)
+
+    def _luns(self, conn: sqlite3.Connection, target_id: str, before: tuple[LunView, ...]) -> tuple[LunView, ...]:
+        """The target's servable LUNs; views of unchanged rows are reused, and if none changed the
+        previous tuple itself, so a commit that only touched statistics changes nothing downstream."""
+        rows = conn.execute(
+            "SELECT id, local_id, name, lun_id, target_id, file_size, allowed_initiators, thin_provision"
+            " FROM luns WHERE target_id = ? AND file_size > 0 ORDER BY lun_id",  # a LUN is served once its file is
+            (target_id,),
+        ).fetchall()
+        cache = self._lun_views.get(target_id, {})
+        fresh: dict[str, tuple[tuple[Any, ...], LunView]] = {}
+        for r in rows:
+            key = tuple(r)
+            hit = cache.get(r[0])
+            if hit is None or hit[0] != key:
+                view = LunView(
+                    id=r[0],
+                    local_id=r[1],
+                    name=r[2],
+                    lun_id=r[3],
+                    target_id=r[4],
+                    size=r[5],
+                    path=f"{self._lun_dir}/{r[1]}",
+                    allowed_initiators=r[6],
+                    thin_provision=bool(r[7]),
+                )
+                hit = (key, view)
+            fresh[r[0]] = hit
+        self._lun_views[target_id] = fresh
+        views = tuple(v for _, v in fresh.values())
+        same = len(views) == len(before) and all(a is b for a, b in zip(views, before))
+        return before if same else views
+
+    # ------------------------------------------------------------------ sessions
 
     def connection_opened(self, conn: ConnectionInfo) -> None:
         """Queued, so an iSCSI login never waits for a long API transaction."""
@@ -137,7 +123,7 @@ class DbCatalog:
 
     def _record_open(self, conn: ConnectionInfo) -> None:
         try:
-            with self._db.write(hooks=False) as db:
+            with self._db.write() as db:
                 db.execute(
                     "INSERT OR REPLACE INTO connections (id, cluster_id, target_id, initiator_ip, client_port,"
                     " initiator_iqn, conn_type, tr_type, chunk, host_ip) VALUES (?,?,?,?,?,?, 'ISCSI', 'TCP', ?, ?)",
@@ -157,11 +143,25 @@ class DbCatalog:
 
     def _record_close(self, conn_id: str) -> None:
         try:
-            with self._db.write(hooks=False) as db:
+            with self._db.write() as db:
                 db.execute("DELETE FROM connections WHERE id = ?", (conn_id,))
         except Exception:
             log.exception("could not forget iSCSI connection %s", conn_id)
 
     def clear_connections(self) -> None:
-        with self._db.write(hooks=False) as db:
+        with self._db.write() as db:
             db.execute("DELETE FROM connections")
+
+
+def _target_view(r: sqlite3.Row) -> TargetView:
+    return TargetView(
+        id=r["id"],
+        name=r["name"],
+        iqn=r["iqn_name"],
+        ip_whitelist=r["ip_whitelist"],
+        iqn_whitelist=r["iqn_whitelist"],
+        chap_enabled=bool(r["chap_enabled"]),
+        chap_name=r["chap_name"] or "",
+        chap_secret=r["chap_secret"] or "",
+        initiator_chaps=tuple(InitiatorChap(**c) for c in json.loads(r["initiator_chaps"])),
+    )

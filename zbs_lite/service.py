@@ -22,10 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from zbs_lite import control
-from zbs_lite.api import Api, Settings
+from zbs_lite.api import Api
 from zbs_lite.db import Database
 from zbs_lite.dbcatalog import DbCatalog
 from zbs_lite.http import HttpFront, server_context
+from zbs_lite.iscsi import DataPlane
+from zbs_lite.settings import Settings
 from zbs_lite.storage import Pool, PoolKind
 from zbs_lite.tls import ensure_tls
 
@@ -122,8 +124,7 @@ class Service:
         self.data_dir = opts.data_dir.resolve()
         self._stop = threading.Event()
         self._lock_fh: Any = None
-        self.dataplane: Any = None
-        self.dataplane_error: str | None = None
+        self.dataplane: DataPlane | None = None
         self.fronts: list[HttpFront] = []
         self.control: control.ControlServer | None = None
         self.pool: Pool | None = None
@@ -181,7 +182,7 @@ class Service:
         self.api.runner.submit(pending, 0)
         self.catalog = DbCatalog(self.db, self.pool, self.api.cluster_id)
         self.catalog.clear_connections()
-        self.api.sync_connections = self.catalog.flush_connections
+        self.api.queries.sync_connections = self.catalog.flush_connections
         self.catalog.set_chunk_ips({i + 1: ip for i, ip in enumerate(chunk_ips)})
         vip = split_hostport(opts.vip, "--vip")
         chunks = [(ip, opts.chunk_port) for ip in chunk_ips]
@@ -215,7 +216,6 @@ class Service:
             "vip": dp["vip"],
             "chunks": [{"n": c["n"], "portal": c["portal"]} for c in dp["chunks"]],
             "data_plane": dp["present"],
-            "data_plane_error": self.dataplane_error,
             "data_path": str(self.pool.root),
             "pool": self.pool.kind,
             "clone_mode": self.pool.clone_mode,
@@ -234,32 +234,12 @@ class Service:
         return state
 
     def _start_dataplane(self, vip: tuple[str, int], chunks: list[tuple[str, int]]) -> None:
-        try:
-            from zbs_lite import iscsi
-        except ImportError:
-            return
-        cls = getattr(iscsi, "DataPlane", None)
-        if cls is None:
-            return
-        try:
-            self.dataplane = cls(self.catalog, vip, chunks)
-            self.dataplane.start()
-        except Exception as exc:
-            log.exception("the iSCSI data plane did not start; serving the API only")
-            self.dataplane = None
-            self.dataplane_error = str(exc) or type(exc).__name__
+        self.dataplane = DataPlane(self.catalog, vip, chunks)
+        self.dataplane.start()
 
     def dataplane_status(self) -> dict[str, Any]:
-        if self.dataplane is None:
-            vip = self.opts.vip
-            chunks = [
-                {"n": i + 1, "portal": f"{ip}:{self.opts.chunk_port}", "up": False, "sessions": 0}
-                for i, ip in enumerate(self.api.s.chunk_ips if self.api else ())
-            ]
-            return {"present": False, "vip": vip, "chunks": chunks}
-        st = dict(self.dataplane.status())
-        st["present"] = True
-        return st
+        assert self.dataplane is not None, "the data plane starts before anything asks for its status"
+        return {**self.dataplane.status(), "present": True}
 
     def handle_control(self, req: dict[str, Any]) -> dict[str, Any]:
         op = req.get("op")
@@ -270,8 +250,7 @@ class Service:
             n = req.get("n")
             if not isinstance(n, int) or not 1 <= n <= self.opts.chunks:
                 return {"ok": False, "error": f"chunk number must be 1..{self.opts.chunks}"}
-            if self.dataplane is None:
-                return {"ok": False, "error": "the iSCSI data plane is not running"}
+            assert self.dataplane is not None
             if op == "chunk_stop":
                 self.dataplane.stop_chunk(n)
             else:
@@ -298,6 +277,7 @@ class Service:
                 self.dataplane.stop()
             except Exception:
                 log.exception("stopping the data plane failed")
+            self.catalog.flush_connections()  # the sessions it just closed, recorded before the database closes
         if self.api is not None:
             self.api.runner.stop()
         if self.db is not None:

@@ -72,8 +72,12 @@ class Pool:
     def image(self) -> Path:
         return self.data_dir / "pool.img"
 
+    @property
+    def lun_dir(self) -> Path:
+        return self.root / "luns"
+
     def lun_path(self, local_id: str) -> Path:
-        return self.root / "luns" / local_id
+        return self.lun_dir / local_id
 
     def snapshot_path(self, local_id: str) -> Path:
         return self.root / "snaps" / local_id

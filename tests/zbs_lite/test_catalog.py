@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from zbs_lite.api import Api, Settings
+from zbs_lite.api import Api
 from zbs_lite.catalog import ConnectionInfo
 from zbs_lite.db import Database
 from zbs_lite.dbcatalog import DbCatalog
-from zbs_lite.model import CONNECTION
+from zbs_lite.settings import Settings
 from zbs_lite.storage import Pool
 
 
@@ -39,51 +39,58 @@ def settle(api: Api) -> None:
 
 def test_catalog_follows_commits(plane: tuple[Api, DbCatalog]) -> None:
     api, cat = plane
-    g0 = cat.generation()
-    t = api.create_targets([{"name": "cat", "cluster_id": api.cluster_id, "replica_num": 2, "thin_provision": True}])
-    settle(api)
-    tid = t[0]["data"]["id"]
-    view = cat.target_by_iqn("iqn.2016-02.com.smartx:system:cat")
-    assert view is not None and view.id == tid and cat.generation() > g0
-    api.update_targets(
-        {"where": {"id": tid}, "data": {"chap_enabled": True, "chap_name": "u", "chap_secret": "abcdefghijkl"}}
+    g0 = cat.snapshot().generation
+    t = api.call(
+        "create-iscsi-target", [{"name": "cat", "cluster_id": api.cluster_id, "replica_num": 2, "thin_provision": True}]
     )
     settle(api)
-    view = cat.target_by_iqn("iqn.2016-02.com.smartx:system:cat")
+    tid = t[0]["data"]["id"]
+    view = cat.snapshot().target_by_iqn("iqn.2016-02.com.smartx:system:cat")
+    assert view is not None and view.id == tid and cat.snapshot().generation > g0
+    api.call(
+        "update-iscsi-target",
+        {"where": {"id": tid}, "data": {"chap_enabled": True, "chap_name": "u", "chap_secret": "abcdefghijkl"}},
+    )
+    settle(api)
+    view = cat.snapshot().target_by_iqn("iqn.2016-02.com.smartx:system:cat")
     assert view is not None and view.chap_enabled and view.chap_secret == "abcdefghijkl"
     assert "abcdefghijkl" not in repr(view)
 
-    lun = api.create_luns(
-        [{"name": "l", "iscsi_target_id": tid, "assigned_size": 1 << 20, "replica_num": 2, "allowed_initiators": ""}]
+    lun = api.call(
+        "create-iscsi-lun",
+        [{"name": "l", "iscsi_target_id": tid, "assigned_size": 1 << 20, "replica_num": 2, "allowed_initiators": ""}],
     )
     settle(api)
-    (lv,) = cat.luns(tid)
+    (lv,) = cat.snapshot().luns(tid)
     assert lv.size == 1 << 20 and lv.lun_id == 1 and lv.allowed_initiators == ""
     assert Path(lv.path).stat().st_size == 1 << 20
     ino = Path(lv.path).stat().st_ino
-    g1 = cat.generation()
-    api.update_luns({"where": {"id": lun[0]["data"]["id"]}, "data": {"assigned_size": 2 << 20}})
+    g1 = cat.snapshot().generation
+    api.call("update-iscsi-lun", {"where": {"id": lun[0]["data"]["id"]}, "data": {"assigned_size": 2 << 20}})
     settle(api)
-    (lv2,) = cat.luns(tid)
-    assert cat.generation() > g1 and lv2.size == 2 << 20 and Path(lv2.path).stat().st_ino == ino
+    (lv2,) = cat.snapshot().luns(tid)
+    assert cat.snapshot().generation > g1 and lv2.size == 2 << 20 and Path(lv2.path).stat().st_ino == ino
 
-    api.delete_luns({"where": {"id": lun[0]["data"]["id"]}})
+    api.call("delete-iscsi-lun", {"where": {"id": lun[0]["data"]["id"]}})
     settle(api)
-    assert cat.luns(tid) == [] and not Path(lv.path).exists()
+    assert cat.snapshot().luns(tid) == () and not Path(lv.path).exists()
 
 
 def test_connections_registry_backs_get_iscsi_connections(plane: tuple[Api, DbCatalog]) -> None:
     api, cat = plane
-    t = api.create_targets([{"name": "conn", "cluster_id": api.cluster_id, "replica_num": 2, "thin_provision": True}])
+    t = api.call(
+        "create-iscsi-target",
+        [{"name": "conn", "cluster_id": api.cluster_id, "replica_num": 2, "thin_provision": True}],
+    )
     tid = t[0]["data"]["id"]
     info = ConnectionInfo("s1", tid, "iqn.2020-01.io.test:n1", "127.0.0.5", 40000, 1)
-    api.sync_connections = cat.flush_connections
+    api.queries.sync_connections = cat.flush_connections
     cat.connection_opened(info)
-    rows = api._get(CONNECTION, {"where": {"iscsi_target": {"id": tid}}})
+    rows = api.call("get-iscsi-connections", {"where": {"iscsi_target": {"id": tid}}})
     assert len(rows) == 1
     row = rows[0]
     assert row["initiator_iqn"] == "iqn.2020-01.io.test:n1" and row["client_port"] == 40000
     assert row["iscsi_target"] == {"id": tid, "name": "conn"} and row["type"] == "ISCSI" and row["tr_type"] == "TCP"
     assert row["host"]["management_ip"] == "127.0.9.1"
     cat.connection_closed("s1")
-    assert api._get(CONNECTION, {}) == []
+    assert api.call("get-iscsi-connections", {}) == []

@@ -13,10 +13,12 @@ from typing import Any
 
 import pytest
 
-from zbs_lite.api import Api, Settings
+from zbs_lite.api import Api
 from zbs_lite.db import Database
 from zbs_lite.errors import ApiError
 from zbs_lite.model import LUN, SNAPSHOT, TARGET, TASK, Resource
+from zbs_lite.queries import select_sql
+from zbs_lite.settings import Settings
 from zbs_lite.storage import Pool
 
 
@@ -28,13 +30,15 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Api:
     db = Database(tmp / "meta.db")
     api = Api(db, pool, Settings(username="a", password="b", task_delay=3600))  # tasks never run: metadata only
     targets = [
-        api.create_targets([{"name": f"t{i}", "cluster_id": api.cluster_id, "replica_num": 2, "thin_provision": True}])[
-            0
-        ]["data"]["id"]
+        api.call(
+            "create-iscsi-target",
+            [{"name": f"t{i}", "cluster_id": api.cluster_id, "replica_num": 2, "thin_provision": True}],
+        )[0]["data"]["id"]
         for i in range(12)
     ]
     for start in range(0, 3000, 250):
-        api.create_luns(
+        api.call(
+            "create-iscsi-lun",
             [{"name": f"vol-{i:05d}", "iscsi_target_id": targets[i % 12], "assigned_size": 1 << 30, "replica_num": 2}
              for i in range(start, start + 250)]
         )  # fmt: skip
@@ -45,7 +49,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Api:
 
 def plan(api: Api, res: Resource, body: dict[str, Any]) -> str:
     with api.db.read() as conn:
-        sql, params = api.select_sql(conn, res, {**body, "first": 100})
+        sql, params = select_sql(conn, res, {**body, "first": 100})
         rows = conn.execute("EXPLAIN QUERY PLAN " + sql, params).fetchall()
     return "\n".join(str(tuple(r)[-1]) for r in rows)
 
@@ -76,12 +80,12 @@ def test_lookups_use_an_index(api: Api, res: Resource, where: dict[str, Any]) ->
 
 
 def test_the_data_set_is_big(api: Api) -> None:
-    assert api._count(LUN, {})["aggregate"]["count"] == 3000
+    assert api.queries.count(LUN, {})["aggregate"]["count"] == 3000
     assert isinstance(api.db, Database) and isinstance(sqlite3.sqlite_version, str)
 
 
 def test_paging_through_everything_walks_the_primary_key(api: Api) -> None:
-    first = api._get(LUN, {"first": 100})
+    first = api.queries.get(LUN, {"first": 100})
     assert len(first) == 100
     text = plan(api, LUN, {"after": first[-1]["id"]})
     assert "SEARCH luns USING INDEX sqlite_autoindex_luns_1 (id>?)" in text and "TEMP B-TREE" not in text, text
@@ -93,14 +97,16 @@ def test_a_cluster_holds_at_most_4096_targets(tmp_path: Path) -> None:
     db = Database(tmp_path / "meta.db")
     api = Api(db, pool, Settings(username="a", password="b", task_delay=3600))
     for start in range(0, 4096, 1000):
-        api.create_targets(
+        api.call(
+            "create-iscsi-target",
             [{"name": f"n{i}", "cluster_id": api.cluster_id, "replica_num": 2, "thin_provision": True}
              for i in range(start, min(start + 1000, 4096))]
         )  # fmt: skip
     with pytest.raises(ApiError) as err:
-        api.create_targets(
-            [{"name": "one-more", "cluster_id": api.cluster_id, "replica_num": 2, "thin_provision": True}]
+        api.call(
+            "create-iscsi-target",
+            [{"name": "one-more", "cluster_id": api.cluster_id, "replica_num": 2, "thin_provision": True}],
         )
     assert err.value.status == 400 and "4096" in err.value.message
-    assert api._count(TARGET, {})["aggregate"]["count"] == 4096
+    assert api.queries.count(TARGET, {})["aggregate"]["count"] == 4096
     db.close()

@@ -9,128 +9,26 @@ chunks with a consistent hash, so an initiator lands on the same chunk while it 
 from __future__ import annotations
 
 import asyncio
-import bisect
 import concurrent.futures
 import contextlib
-import hashlib
-import itertools
 import logging
 import threading
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
-from zbs_lite.catalog import Catalog, LunView
-from zbs_lite.iscsi.connection import Connection
-from zbs_lite.iscsi.scsi import LunFile, ScsiDevice
+from zbs_lite.catalog import Catalog, CatalogSnapshot, LunView
+from zbs_lite.iscsi.backstore import BlockIo, LunFile
+from zbs_lite.iscsi.commands import DATA_OUT_TIMEOUT, SESSION_BUFFER_BUDGET, SessionLimits
+from zbs_lite.iscsi.portal import Portal
+from zbs_lite.iscsi.redirector import HashRing, ring_key
+from zbs_lite.iscsi.scsi import Executor
 
 log = logging.getLogger(__name__)
 
 HEALTH_INTERVAL = 0.3
 PROBE_TIMEOUT = 0.5
-VNODES = 64
-STREAM_LIMIT = 4 << 20
-
-
-def _h(s: str) -> int:
-    return int.from_bytes(hashlib.sha1(s.encode(), usedforsecurity=False).digest()[:8], "big")
-
-
-class HashRing:
-    """Consistent hashing of (initiator, target) onto chunk numbers, skipping dead chunks.
-
-    With virtual nodes, a chunk that goes away only moves the sessions it carried; when it
-    comes back it gets the same ones again.
-    """
-
-    def __init__(self, members: list[int], vnodes: int = VNODES) -> None:
-        self._points = sorted((_h(f"chunk-{m}-{v}"), m) for m in members for v in range(vnodes))
-        self._keys = [p for p, _ in self._points]
-
-    def pick(self, key: str, alive: set[int]) -> int | None:
-        if not alive or not self._points:
-            return None
-        start = bisect.bisect(self._keys, _h(key))
-        for i in range(len(self._points)):
-            member = self._points[(start + i) % len(self._points)][1]
-            if member in alive:
-                return member
-        return None
-
-
-class Portal:
-    """One listening address: a chunk (`role="chunk"`, n >= 1) or the VIP (`role="vip"`, n = 0)."""
-
-    def __init__(self, plane: DataPlane, role: str, n: int, host: str, port: int) -> None:
-        self.plane = plane
-        self.role = role
-        self.n = n
-        self.host = host
-        self.port = port
-        self.server: asyncio.Server | None = None
-        self.conns: set[Connection] = set()
-        self.sessions: dict[tuple[str, bytes, str], Connection] = {}
-        self._tsih = itertools.count(1)
-
-    @property
-    def name(self) -> str:
-        return "vip" if self.role == "vip" else f"chunk{self.n}"
-
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    @property
-    def up(self) -> bool:
-        return self.server is not None
-
-    async def start(self) -> None:
-        if self.server is not None:
-            return
-        self.server = await asyncio.start_server(
-            self._accept, self.host, self.port, reuse_address=True, limit=STREAM_LIMIT
-        )
-        self.port = self.server.sockets[0].getsockname()[1]
-        log.info("%s listening on %s", self.name, self.address)
-
-    async def stop(self) -> None:
-        server, self.server = self.server, None
-        if server is not None:
-            server.close()
-        for c in list(self.conns):
-            c.abort()
-        if server is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 5)
-        log.info("%s stopped (%d connections killed)", self.name, len(self.conns))
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conn = Connection(self, reader, writer)
-        self.conns.add(conn)
-        try:
-            await conn.run()
-        finally:
-            self.conns.discard(conn)
-
-    def new_tsih(self) -> int:
-        return (next(self._tsih) % 0xFFFF) + 1
-
-    def session_started(self, conn: Connection) -> None:
-        assert conn.target is not None
-        key = (conn.initiator.lower(), conn.isid, conn.target.iqn)
-        old = self.sessions.get(key)
-        if old is not None and old is not conn:
-            log.info("%s: reinstating session of %s, dropping the old connection", self.name, conn.initiator)
-            old.abort()
-        self.sessions[key] = conn
-
-    def session_ended(self, conn: Connection) -> None:
-        if conn.target is None:
-            return
-        key = (conn.initiator.lower(), conn.isid, conn.target.iqn)
-        if self.sessions.get(key) is conn:
-            del self.sessions[key]
-
-    def redirect(self, initiator: str, target_iqn: str) -> str | None:
-        return self.plane.pick_chunk(initiator, target_iqn)
+INSTALL_TIMEOUT = 10.0
+T = TypeVar("T")
 
 
 class DataPlane:
@@ -144,8 +42,11 @@ class DataPlane:
         *,
         io_threads: int = 16,
         health_interval: float = HEALTH_INTERVAL,
+        data_out_timeout: float = DATA_OUT_TIMEOUT,
+        buffer_budget: int = SESSION_BUFFER_BUDGET,
     ) -> None:
         self.catalog = catalog
+        self.limits = SessionLimits(data_out_timeout, buffer_budget)
         self._vip_addr = vip
         self._chunk_addrs = list(chunks)
         self._io_threads = io_threads
@@ -157,9 +58,10 @@ class DataPlane:
         self.alive: set[int] = set()
         self.ring = HashRing(list(range(1, len(chunks) + 1)))
         self.files: dict[str, LunFile] = {}
-        self.device: ScsiDevice
-        self._files_gen = -1
+        self.executor: Executor
+        self.snapshot = CatalogSnapshot()  # the loop's view of the catalog; replaced, never changed
         self._health: asyncio.Task[None] | None = None
+        self._loop_thread = 0
 
     # ---------------------------------------------------------------- thread-side API
     def start(self) -> None:
@@ -167,9 +69,14 @@ class DataPlane:
         if self._thread is not None:
             return
         ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self.catalog.subscribe(self._offer)
         self._thread = threading.Thread(target=self._run, args=(ready,), name="zbs-iscsi", daemon=True)
         self._thread.start()
-        ready.result(timeout=30)
+        try:
+            ready.result(timeout=30)
+        except BaseException:
+            self.catalog.unsubscribe(self._offer)
+            raise
 
     def _run(self, ready: concurrent.futures.Future[None]) -> None:
         loop = asyncio.new_event_loop()
@@ -191,7 +98,7 @@ class DataPlane:
             executor.shutdown(wait=True)
             loop.close()
 
-    def _call(self, coro: Any, timeout: float = 30) -> Any:
+    def _call(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
         if self.loop is None:
             raise RuntimeError("data plane not started")
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
@@ -199,6 +106,7 @@ class DataPlane:
     def stop(self) -> None:
         if self._thread is None or self.loop is None:
             return
+        self.catalog.unsubscribe(self._offer)
         self._call(self._stop())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=30)
@@ -219,9 +127,59 @@ class DataPlane:
             raise ValueError(f"chunk {n} does not exist (1..{len(self._chunk_addrs)})")
         return n
 
+    def _offer(self, snap: CatalogSnapshot) -> None:
+        """A new catalog snapshot, from the thread that committed it: installed on the loop before
+        this returns, so what the API acknowledged is what the data plane enforces."""
+        loop = self.loop
+        if loop is None:
+            return  # not started: _start takes the catalog's latest snapshot itself
+        if self._loop_thread == threading.get_ident():
+            self._install(snap)
+            return
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+        try:
+            loop.call_soon_threadsafe(self._install, snap, done)
+        except RuntimeError:
+            return  # the loop is closed: nothing left to protect
+        try:
+            done.result(INSTALL_TIMEOUT)
+        except concurrent.futures.TimeoutError:
+            log.warning(
+                "catalog change %d not installed within %ss; the loop is busy", snap.generation, INSTALL_TIMEOUT
+            )
+
     # ---------------------------------------------------------------- loop side
+    def _install(self, snap: CatalogSnapshot, done: concurrent.futures.Future[None] | None = None) -> None:
+        """Make ``snap`` the loop's view: sessions of the changed targets re-apply masking, whitelists
+        and sizes (fencing what they may no longer touch), and the files of LUNs that are gone are
+        closed. ``done`` is set once no fenced command can still write."""
+        writing: list[asyncio.Task[Any]] = []
+        try:
+            old = self.snapshot
+            if snap.generation > old.generation:
+                self.snapshot = snap
+                changed = snap.changed_targets(old)
+                for portal in self.chunks:
+                    for conn in list(portal.conns):
+                        if conn.target is not None and conn.target.id in changed:
+                            writing += conn.catalog_changed(snap)
+                kept = {lun.id for tid in changed for lun in snap.luns(tid)}
+                for lun_id in {lun.id for tid in changed for lun in old.luns(tid)} - kept:
+                    lf = self.files.pop(lun_id, None)
+                    if lf is not None:
+                        lf.retire()
+        finally:
+            if done is not None:
+                if writing:
+                    gathered = asyncio.gather(*writing, return_exceptions=True)
+                    gathered.add_done_callback(lambda _: done.set_result(None))
+                else:
+                    done.set_result(None)
+
     async def _start(self) -> None:
-        self.device = ScsiDevice(asyncio.get_running_loop())
+        self._loop_thread = threading.get_ident()
+        self._install(self.catalog.snapshot())
+        self.executor = Executor(BlockIo(asyncio.get_running_loop()), self.lun_file)
         self.chunks = [Portal(self, "chunk", i + 1, h, p) for i, (h, p) in enumerate(self._chunk_addrs)]
         self.vip = Portal(self, "vip", 0, *self._vip_addr)
         try:
@@ -280,7 +238,7 @@ class DataPlane:
         return True
 
     async def _health_loop(self) -> None:
-        """Keep the redirector's ring to the chunks that accept connections; sweep stale LUN files."""
+        """Keep the redirector's ring to the chunks that accept connections."""
         while True:
             results = await asyncio.gather(*(self._probe(c) for c in self.chunks))
             for c, ok in zip(self.chunks, results):
@@ -290,7 +248,6 @@ class DataPlane:
                 elif not ok and c.n in self.alive:
                     log.warning("redirector: %s is down, leaving the ring", c.name)
                     self.alive.discard(c.n)
-            self._sweep_files()
             await asyncio.sleep(self._health_interval)
 
     def unit_attention(self, lun_id: str, asc_ascq: tuple[int, int]) -> None:
@@ -300,7 +257,7 @@ class DataPlane:
                 conn.unit_attention(lun_id, asc_ascq)
 
     def pick_chunk(self, initiator: str, target_iqn: str) -> str | None:
-        n = self.ring.pick(f"{initiator.lower()}|{target_iqn}", self.alive)
+        n = self.ring.pick(ring_key(initiator, target_iqn), self.alive)
         return None if n is None else self.chunks[n - 1].address
 
     # ---------------------------------------------------------------- LUN files
@@ -320,12 +277,3 @@ class DataPlane:
         if not lf.acquire():
             return None
         return lf
-
-    def _sweep_files(self) -> None:
-        gen = self.catalog.generation()
-        if gen == self._files_gen or not self.files:
-            return
-        self._files_gen = gen
-        live = {lun.id for t in self.catalog.targets() for lun in self.catalog.luns(t.id)}
-        for lun_id in [k for k in self.files if k not in live]:
-            self.files.pop(lun_id).retire()

@@ -8,6 +8,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from crc32c import crc32c as _crc32c
+
 BHS_LEN = 48
 RESERVED_TAG = 0xFFFFFFFF
 
@@ -41,36 +43,9 @@ REJECT_INVALID_PDU_FIELD = 0x09
 FLAG_FINAL = 0x80
 
 
-def _crc32c_table() -> list[int]:
-    table = []
-    for i in range(256):
-        crc = i
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
-        table.append(crc)
-    return table
-
-
-_TABLE = _crc32c_table()
-
-
-def _crc32c_py(data: bytes | bytearray | memoryview) -> int:
-    crc = 0xFFFFFFFF
-    table = _TABLE
-    for b in bytes(data):
-        crc = table[(crc ^ b) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
-
-
-try:  # a C implementation when the optional `crc32c` wheel is installed; the table is the fallback
-    from crc32c import crc32c as _crc32c_c
-
-    def crc32c(data: bytes | bytearray | memoryview) -> int:
-        """CRC32C (Castagnoli), the iSCSI header and data digest."""
-        return int(_crc32c_c(data))
-
-except ImportError:  # pragma: no cover - depends on the environment
-    crc32c = _crc32c_py
+def crc32c(data: bytes | bytearray | memoryview) -> int:
+    """CRC32C (Castagnoli), the iSCSI header and data digest (the `crc32c` package, in C)."""
+    return int(_crc32c(data))
 
 
 def pad4(n: int) -> int:

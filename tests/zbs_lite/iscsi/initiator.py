@@ -147,6 +147,7 @@ class Initiator:
         chap: tuple[str, str] | None = None,
         discovery: bool = False,
         digests: bool = False,
+        max_recv: int = 262144,
     ) -> dict[str, str]:
         keys = {"InitiatorName": self.iqn, "SessionType": "Discovery" if discovery else "Normal"}
         if target:
@@ -166,7 +167,7 @@ class Initiator:
             "DataDigest": "CRC32C" if digests else "None",
             "InitialR2T": "Yes",
             "ImmediateData": "Yes",
-            "MaxRecvDataSegmentLength": "262144",
+            "MaxRecvDataSegmentLength": str(max_recv),
             "MaxBurstLength": "1048576",
             "FirstBurstLength": "262144",
         }
@@ -224,6 +225,51 @@ class Initiator:
                     self.send_raw(self.pdu(0x05, final, data=chunk, lun=lun, itt=itt, fields=f))
             else:
                 raise ConnectionError(f"unexpected opcode {r.opcode:#x}")
+
+    # pieces of a command, for tests that misbehave or keep several commands open at once
+    def command(
+        self, lun: int, cdb: bytes, *, edtl: int, write: bool = False, data: bytes = b"", final: bool = True
+    ) -> int:
+        """Send one SCSI Command PDU (with `data` as immediate data) and return its task tag, waiting for nothing."""
+        itt = self._next_itt()
+        flags = (0x80 if final else 0) | (0x20 if write else 0x40 if edtl else 0) | 0x01
+        fields = struct.pack(">III", edtl, self.cmd_sn, self.exp_stat_sn) + cdb.ljust(16, b"\0")
+        self.send_raw(self.pdu(0x01, flags, data=data, lun=lun, itt=itt, fields=fields))
+        self.cmd_sn += 1
+        return itt
+
+    def data_out(
+        self, lun: int, itt: int, ttt: int, offset: int, data: bytes, *, data_sn: int = 0, final: bool = True
+    ) -> None:
+        f = struct.pack(">IIII", ttt, 0, self.exp_stat_sn, 0) + struct.pack(">II", data_sn, offset)
+        self.send_raw(self.pdu(0x05, 0x80 if final else 0, data=data, lun=lun, itt=itt, fields=f))
+
+    def reply(self, r: Response) -> ScsiReply:
+        """A SCSI Response (or a final Data-In) as status, data and sense."""
+        if r.opcode == 0x25:
+            return ScsiReply(r.bhs[3], r.data, b"")
+        sense = r.data[2 : 2 + struct.unpack_from(">H", r.data)[0]] if r.data else b""
+        return ScsiReply(r.bhs[3], r.data, sense)
+
+    @staticmethod
+    def itt_of(r: Response) -> int:
+        return int(struct.unpack_from(">I", r.bhs, 16)[0])
+
+    @staticmethod
+    def r2t_fields(r: Response) -> tuple[int, int, int]:
+        """(TTT, buffer offset, desired length) of an R2T."""
+        ttt, _, _, _, _, offset, length = struct.unpack_from(">IIIIIII", r.bhs, 20)
+        return ttt, offset, length
+
+    def ping(self) -> None:
+        """NOP-Out / NOP-In: everything this connection sent before is processed by the target."""
+        fields = struct.pack(">III", 0xFFFFFFFF, self.cmd_sn, self.exp_stat_sn)
+        itt = self._next_itt()
+        self.send_raw(self.pdu(0x00, 0x80, itt=itt, fields=fields, immediate=True))
+        while True:
+            r = self.recv()
+            if r.opcode == 0x20 and self.itt_of(r) == itt:
+                return
 
     def report_luns(self) -> list[int]:
         r = self.scsi(0, bytes([0xA0, 0, 0, 0, 0, 0]) + struct.pack(">I", 4096) + b"\0\0", read_len=4096)

@@ -6,6 +6,7 @@ ports), so parallel runs never collide and no management plane is needed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -15,6 +16,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -106,7 +108,7 @@ class Rig:
 
     def qemu_io(self, lun: LunView, *commands: str, portal: str | None = None, initiator: str = IQN_A) -> str:
         """Run qemu-io commands on the LUN as `initiator` (qemu takes the IQN only as a block option)."""
-        target = next(t for t in self.catalog.targets() if t.id == lun.target_id)
+        target = next(t for t in self.catalog.snapshot().targets() if t.id == lun.target_id)
         return qemu_io(portal or self.vip, target.iqn, lun.lun_id, initiator, *commands)
 
     def serving_chunk(self) -> int:
@@ -120,14 +122,21 @@ def random_net() -> str:
     return f"127.{random.randint(2, 250)}.{random.randint(2, 250)}"
 
 
-@pytest.fixture
-def rig(tmp_path: Path) -> Iterator[Rig]:
+@contextlib.contextmanager
+def make_rig(tmp_path: Path, **plane_options: Any) -> Iterator[Rig]:
+    """A data plane (VIP + 3 chunks) on a random loopback network, with `DataPlane` options."""
     logging.getLogger("zbs_lite.iscsi").setLevel(logging.INFO)
     net = random_net()
     catalog = MemoryCatalog()
-    plane = DataPlane(catalog, (f"{net}.100", 0), [(f"{net}.{i}", 0) for i in (1, 2, 3)])
+    plane = DataPlane(catalog, (f"{net}.100", 0), [(f"{net}.{i}", 0) for i in (1, 2, 3)], **plane_options)
     plane.start()
     try:
         yield Rig(catalog, plane, tmp_path)
     finally:
         plane.stop()
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    with make_rig(tmp_path) as r:
+        yield r

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.skipif(
 def attached(rig: Rig, lun: LunView, initiator: str, portal: str, workdir: Path) -> Iterator[Path]:
     """The LUN as a FUSE file served by qemu-storage-daemon; gone again on exit."""
     need("qemu-storage-daemon")
-    target = next(t for t in rig.catalog.targets() if t.id == lun.target_id)
+    target = next(t for t in rig.catalog.snapshot().targets() if t.id == lun.target_id)
     host, port = rig.hostport(portal)
     export = workdir / f"export-{initiator.rsplit(':', 1)[-1]}"
     export.touch()

@@ -160,8 +160,8 @@ def test_many_sessions_at_once_keep_their_data_apart(rig: Rig) -> None:
             ini.login(t.iqn)
             for round_ in range(10):
                 data = bytes([i, round_]) * 2048  # 4 KiB
-                assert ini.write10(1, i * 64 + round_ * 8, data).status == 0
-                assert ini.read10(1, i * 64 + round_ * 8, 8).data == data
+                assert ini.write10(1, i * 80 + round_ * 8, data).status == 0
+                assert ini.read10(1, i * 80 + round_ * 8, 8).data == data
             ini.logout()
         except BaseException as e:
             errors.append(e)
@@ -174,5 +174,5 @@ def test_many_sessions_at_once_keep_their_data_apart(rig: Rig) -> None:
     assert not errors, errors[:3]
     with open(lun.path, "rb") as f:
         for i in range(24):
-            f.seek((i * 64 + 9 * 8) * 512)
+            f.seek((i * 80 + 9 * 8) * 512)
             assert f.read(4096) == bytes([i, 9]) * 2048

@@ -12,7 +12,7 @@ from initiator import Initiator, LoginError
 from iscsi_rig import IQN_A, IQN_B, MIB, Rig, need, run
 
 from zbs_lite.catalog import InitiatorChap
-from zbs_lite.iscsi.scsi import naa_id
+from zbs_lite.iscsi.spc import naa_id
 
 
 def luns_seen(rig: Rig, iqn: str) -> dict[str, list[int]]:
