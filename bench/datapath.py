@@ -38,6 +38,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from zbs_csi.node.connectors import qsd  # noqa: E402
+from zbs_csi.node.runner import Runner  # noqa: E402
+
 from zbs_lite.catalog import LunView, MemoryCatalog, TargetView  # noqa: E402
 from zbs_lite.iscsi import DataPlane  # noqa: E402
 
@@ -123,42 +126,33 @@ def tgt_target(path: Path, net: str) -> Iterator[tuple[str, str]]:
 
 @contextlib.contextmanager
 def userspace_attach(portal: str, iqn: str, size: int, workdir: Path) -> Iterator[str]:
-    """qemu-storage-daemon -> FUSE -> loop device; yields the loop device."""
-    export = workdir / f"export-{uuid.uuid4().hex[:6]}"
-    export.touch()
-    qsd = subprocess.Popen(
-        [
-            "qemu-storage-daemon",
-            "--blockdev",
-            f"driver=iscsi,node-name=n0,transport=tcp,portal={portal},target={iqn},lun=1,initiator-name={INITIATOR}",
-            "--export",
-            f"type=fuse,id=e0,node-name=n0,mountpoint={export},writable=on",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+    """The userspace connector's qemu-storage-daemon -> FUSE -> loop device; yields the loop device."""
+    name = uuid.uuid4().hex[:6]
+    export = qsd.QsdExport(
+        portal=portal,
+        target_iqn=iqn,
+        lun=1,
+        initiator=INITIATOR,
+        disk=workdir / f"export-{name}",
+        qmp=workdir / f"qmp-{name}.sock",
+        pidfile=workdir / f"qsd-{name}.pid",
     )
+    export.disk.touch()
+    pid = qsd.start(Runner(), export, timeout=60)
     dev = ""
     try:
-        deadline = time.monotonic() + 30
-        while os.stat(export).st_size != size:
-            if qsd.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"FUSE export did not appear: {qsd.stderr.read().decode() if qsd.stderr else ''}")
-            time.sleep(0.05)
-        r = sh(["losetup", "-f", "--show", "--direct-io=on", str(export)], check=False)
+        if os.stat(export.disk).st_size != size:
+            raise RuntimeError(f"the FUSE export shows {os.stat(export.disk).st_size} bytes, not {size}")
+        r = sh(["losetup", "-f", "--show", "--direct-io=on", str(export.disk)], check=False)
         if r.returncode != 0:
-            r = sh(["losetup", "-f", "--show", str(export)])
+            r = sh(["losetup", "-f", "--show", str(export.disk)])
         dev = r.stdout.strip()
         yield dev
     finally:
         if dev:
             sh(["losetup", "-d", dev], check=False)
-        qsd.send_signal(signal.SIGTERM)
-        try:
-            qsd.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            qsd.kill()
-            qsd.wait()
-        sh(["fusermount3", "-u", str(export)], check=False)
+        qsd.stop(pid, str(export.pidfile), grace=20)
+        sh(["fusermount3", "-u", str(export.disk)], check=False)
 
 
 @contextlib.contextmanager

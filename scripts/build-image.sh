@@ -4,7 +4,7 @@
 # and imported into podman. The tag carries a hash of the package list and recipe: changing
 # them rebuilds it, else the cached image is reused (a second run takes ~1 s).
 #   scripts/build-image.sh            print the image name, building it if missing
-#   scripts/build-image.sh --force    rebuild
+#   scripts/build-image.sh --force    rebuild (what CI=true always does: a fresh machine has no image)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export CONTAINERS_CONF="${CONTAINERS_CONF:-$ROOT/extensions/molecule/containers.conf}"
@@ -23,7 +23,7 @@ hash="$(printf '%s\n' "$RECIPE" "$SUITE" "${PACKAGES[@]}" | sha256sum | cut -c1-
 IMAGE="localhost/smartx-zbs-node:${SUITE}-${hash}"
 log() { printf '[build-image] %s\n' "$*" >&2; }
 
-if [ "${1:-}" != "--force" ] && podman image exists "$IMAGE"; then
+if [ "${1:-}" != "--force" ] && [ "${CI:-}" != true ] && podman image exists "$IMAGE"; then
   echo "$IMAGE"; exit 0
 fi
 [ "$(id -u)" -eq 0 ] || { log "debootstrap needs root"; exit 1; }
@@ -43,7 +43,7 @@ rm -f "$work/root/etc/iscsi/initiatorname.iscsi" # cloned images must not share 
 rm -rf "$work/root/var/cache/apt/archives/"*.deb "$work/root/var/lib/apt/lists/"*
 log "importing $IMAGE"
 tar -C "$work/root" -c . | podman import --change 'CMD ["/sbin/init"]' --change 'STOPSIGNAL SIGRTMIN+3' - "$IMAGE" >/dev/null
-# Drop images an older version of this script built.
-podman images --format '{{.Repository}}:{{.Tag}}' | grep -F "localhost/smartx-zbs-node:${SUITE}-" | grep -vxF "$IMAGE" |
-  while read -r old; do podman rmi "$old" >/dev/null 2>&1 || true; done
+# Drop images an older version of this script built (none on a first run; one still in use stays).
+mapfile -t older < <(podman images --format '{{.Repository}}:{{.Tag}}' | grep -F "localhost/smartx-zbs-node:${SUITE}-" | grep -vxF "$IMAGE" || true)
+for old in "${older[@]}"; do podman rmi "$old" >/dev/null 2>&1 || true; done
 echo "$IMAGE"

@@ -1,22 +1,14 @@
 # shellcheck shell=bash
 # Shared helpers for scripts/test.sh and scripts/quickstart.sh (sourced, not run).
 
-# run_pytest ARGS...: pytest, where "no tests collected" (exit 5) is not a failure on its own.
-run_pytest() {
-  python -m pytest "$@"
-  local rc=$?
-  if [ $rc -eq 5 ]; then echo "pytest: no tests collected"; return 0; fi
-  return $rc
-}
-
 # with_zbs_lite CMD...: run CMD with a fresh zbs-lite serving (random ports, so it never
 # collides with a quickstart or another run) and its environment exported.
 with_zbs_lite() {
   local data; data="$(mktemp -d /tmp/zbs-lite-test.XXXXXX)"
   zbs-lite serve --data-dir "$data" --daemon --api-port 0 --vip 127.0.0.1:0 --chunk-port 0 \
     >"$data/serve.log" 2>&1 || { cat "$data/serve.log"; return 1; }
-  eval "$(zbs-lite env --data-dir "$data")"
-  "$@"; local rc=$?
+  # a subshell: the ZBS_* of this instance must not outlive it into later stages
+  (eval "$(zbs-lite env --data-dir "$data")" && "$@"); local rc=$?
   zbs-lite stop --data-dir "$data" >/dev/null 2>&1 || true
   rm -rf "$data"
   return $rc

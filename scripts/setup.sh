@@ -21,6 +21,7 @@ go_tool_current() {
 
 # --- apt packages -------------------------------------------------------------------
 APT_PACKAGES=(
+  python3-venv ca-certificates
   libiscsi-bin qemu-utils qemu-system-common qemu-block-extra fuse3 tgt
   xfsprogs e2fsprogs util-linux fio podman runc debootstrap rsync sqlite3 kmod shellcheck
 )
@@ -40,8 +41,9 @@ if ((${#missing[@]})); then
 fi
 
 # --- virtualenv -----------------------------------------------------------------------
+# Both distributions editable (zbs-lite at the root, zbs-csi in driver/) and the dev group.
 stamp="$VENV/.smartx-zbs-stamp"
-want="$(sha256sum < "$ROOT/pyproject.toml" | cut -c1-16)"
+want="$(cat "$ROOT/pyproject.toml" "$ROOT/driver/pyproject.toml" | sha256sum | cut -c1-16)"
 if [ ! -x "$VENV/bin/python" ]; then
   log "creating virtualenv $VENV"
   "$PY" -m venv "$VENV"
@@ -49,7 +51,9 @@ fi
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   log "installing Python dependencies (first run takes a few minutes)"
   "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q -e "${ROOT}[dev]"
+  # the single distribution both were once shipped in
+  "$VENV/bin/python" -m pip uninstall -q -y smartx-zbs 2>/dev/null || true
+  "$VENV/bin/python" -m pip install -q -e "$ROOT/driver" -e "$ROOT" --group "$ROOT/pyproject.toml:dev"
   echo "$want" > "$stamp"
 fi
 
@@ -65,13 +69,21 @@ echo "$CACHE/collections" > "$site/smartx_zbs_collections.pth"
 # --- ansible-test: a get-pip stand-in (the real one is downloaded from an unreachable host)
 "$VENV/bin/python" "$ROOT/scripts/get_pip_standin.py" --install
 
-# --- generated code and Go tools, once the parts that need them exist -------------------
-if [ -x "$ROOT/scripts/gen-proto.sh" ]; then "$ROOT/scripts/gen-proto.sh"; fi
-if [ -f "$ROOT/scripts/go-tools.txt" ]; then
-  export GOBIN="$CACHE/bin" GOFLAGS=-mod=mod
-  while read -r bin mod; do
-    [ -z "$bin" ] || [ "${bin#\#}" != "$bin" ] && continue
-    if ! go_tool_current "$GOBIN/$bin" "$mod"; then log "go install $mod"; go install "$mod"; fi
-  done < "$ROOT/scripts/go-tools.txt"
-fi
+# --- Go: the pinned toolchain (scripts/go-toolchain.txt) as .cache/bin/go -----------------
+# A go of that version on PATH is used; else it is fetched from the Go module proxy into
+# .cache/go. Under CI=true it is always fetched, so CI takes a fresh machine's path.
+go_args=(--dest "$CACHE/go")
+[ "${CI:-}" = true ] && go_args+=(--no-path)
+go_bin="$("$PY" "$ROOT/scripts/install_go.py" "${go_args[@]}")"
+mkdir -p "$CACHE/bin"
+ln -sfn "$go_bin/go" "$CACHE/bin/go"
+export PATH="$CACHE/bin:$PATH" GOTOOLCHAIN=local
+
+# --- generated code and Go tools ------------------------------------------------------------
+"$ROOT/scripts/gen-proto.sh"
+export GOBIN="$CACHE/bin" GOFLAGS=-mod=mod
+while read -r bin mod; do
+  [ -z "$bin" ] || [ "${bin#\#}" != "$bin" ] && continue
+  if ! go_tool_current "$GOBIN/$bin" "$mod"; then log "go install $mod"; go install "$mod"; fi
+done < "$ROOT/scripts/go-tools.txt"
 log "ready: $VENV, collection at $COLL/zbs"

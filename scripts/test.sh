@@ -12,25 +12,30 @@ cd "$ROOT" || exit 1
 
 export PATH="$ROOT/.venv/bin:$ROOT/.cache/bin:$PATH"
 export ANSIBLE_COLLECTIONS_PATH="$ROOT/.cache/collections"
-export PYTHONDONTWRITEBYTECODE=1
+export PYTHONDONTWRITEBYTECODE=1 GOTOOLCHAIN=local
 source "$ROOT/scripts/lib.sh"
 
+# ansible-test keeps its sanity virtualenvs and the get-pip script under ~/.ansible/test. A warm
+# machine's copies would hide a broken bootstrap, so under CI=true it runs with a home of its
+# own for this run (docs/development.md, "Caches").
+ANSIBLE_TEST_HOME="$HOME"
+if [ "${CI:-}" = true ]; then
+  ANSIBLE_TEST_HOME="$(mktemp -d /tmp/smartx-zbs-ci-home.XXXXXX)"
+  trap 'rm -rf "$ANSIBLE_TEST_HOME"' EXIT
+  HOME="$ANSIBLE_TEST_HOME" python "$ROOT/scripts/get_pip_standin.py" --install
+fi
+ansible_test() { HOME="$ANSIBLE_TEST_HOME" ansible-test "$@"; }
+
 # ansible-test needs the collection in a tree of its own, outside this git checkout (inside
-# it, git would report the copy as ignored and every target would be skipped), and without the
-# driver and zbs-lite, which are not collection content. Each call gets its own copy so
-# concurrent runs never share one.
+# it, git would report the copy as ignored and every target would be skipped), holding only the
+# collection content (scripts/collection_content.py). Each call gets its own copy so concurrent
+# runs never share one.
 collection_copy() {
   local base; base="$(mktemp -d /tmp/smartx-zbs-ansible-test.XXXXXX)"
   local dest="$base/ansible_collections/smartx/zbs"
   mkdir -p "$dest"
-  rsync -a \
-    --exclude .git --exclude .venv --exclude .cache --exclude tests/output \
-    --exclude __pycache__ --exclude .mypy_cache --exclude .ruff_cache --exclude .pytest_cache \
-    --exclude /driver --exclude /zbs_lite --exclude /bench --exclude /scripts --exclude /extensions \
-    --exclude /tests/zbs_lite --exclude /tests/client --exclude /tests/driver --exclude /tests/e2e \
-    --exclude /tests/roles --exclude /tests/modules --exclude /tests/conftest.py --exclude /pyproject.toml --exclude '*.egg-info' \
-    --exclude /quickstart-out --exclude /.ci \
-    "$ROOT/" "$dest/"
+  local -a filter; mapfile -t filter < <(python3 "$ROOT/scripts/collection_content.py" rsync-filter)
+  rsync -a "${filter[@]}" "$ROOT/" "$dest/"
   echo "$dest"
 }
 
@@ -47,46 +52,39 @@ stage_ruff() { ruff check . && ruff format --check .; }
 # Our own shell (the collection's is checked by ansible-test sanity's shellcheck test).
 stage_shellcheck() { shellcheck -x scripts/*.sh scripts/stages.d/*.sh .ci/run; }
 
-stage_mypy() {
-  local targets=(plugins/module_utils)
-  [ -d driver/zbs_csi ] && compgen -G "driver/zbs_csi/*.py" >/dev/null && targets+=(driver/zbs_csi)
-  [ -d zbs_lite ] && compgen -G "zbs_lite/*.py" >/dev/null && targets+=(zbs_lite)
-  compgen -G "plugins/module_utils/*.py" >/dev/null || targets=("${targets[@]:1}")
-  ((${#targets[@]})) || { echo "nothing to type-check yet"; return 0; }
-  mypy "${targets[@]}"
-}
+# The packages to check and the collection path are in pyproject.toml ([tool.mypy]).
+stage_mypy() { mypy; }
 
-stage_sanity() { in_collection_copy ansible-test sanity --local --python 3.11 --requirements --color no; }
+stage_sanity() { in_collection_copy ansible_test sanity --local --python 3.11 --requirements --color no; }
 
 stage_lint() { ansible-lint --profile production --offline; }
 
+# The tarball holds exactly the collection content; galaxy.yml and the driver image's context
+# agree with the same definition (scripts/collection_content.py).
 stage_build() {
-  local out; out="$(mktemp -d)"
-  ansible-galaxy collection build --output-path "$out" --force . &&
-    python3 "$ROOT/scripts/check_tarball.py" "$out"/smartx-zbs-*.tar.gz
+  local out; out="$(mktemp -d /tmp/smartx-zbs-build.XXXXXX)"
+  python3 "$ROOT/scripts/collection_content.py" check-galaxy &&
+    python3 "$ROOT/scripts/collection_content.py" check-image &&
+    ansible-galaxy collection build --output-path "$out" --force . &&
+    python3 "$ROOT/scripts/collection_content.py" check-tarball "$out"/smartx-zbs-*.tar.gz
   local rc=$?; rm -rf "$out"; return $rc
 }
 
-stage_units() {
-  compgen -G "tests/unit/plugins/*/test_*.py" >/dev/null || compgen -G "tests/unit/plugins/*/*/test_*.py" >/dev/null || {
-    echo "no unit tests yet"; return 0; }
-  in_collection_copy ansible-test units --local --python 3.11 --requirements --color no
-}
+stage_units() { in_collection_copy ansible_test units --local --python 3.11 --requirements --color no; }
 
 # One pytest process per test root: each root has its own conftest and helper modules, and
 # same-named test files in two roots must not collide.
-PYTEST_ROOTS=(tests/zbs_lite tests/zbs_lite/iscsi tests/client tests/driver tests/e2e tests/roles)
+PYTEST_ROOTS=(tests/zbs_lite tests/zbs_lite/iscsi tests/client tests/driver tests/e2e tests/roles tests/tooling)
 stage_pytest() {
   local rc=0 root
   local -a summary=()
   for root in "${PYTEST_ROOTS[@]}"; do
-    [ -d "$root" ] || continue
     local -a ignore=()
     for other in "${PYTEST_ROOTS[@]}"; do
       [ "$other" != "$root" ] && [ "${other#"$root"/}" != "$other" ] && ignore+=("--ignore=$other")
     done
     printf '\n--- pytest %s\n' "$root"
-    if run_pytest -p no:cacheprovider "${ignore[@]}" "$root"; then summary+=("PASS $root"); else summary+=("FAIL $root"); rc=1; fi
+    if python -m pytest -p no:cacheprovider "${ignore[@]}" "$root"; then summary+=("PASS $root"); else summary+=("FAIL $root"); rc=1; fi
   done
   printf '\n--- pytest roots\n'; printf '  %s\n' "${summary[@]}"
   return $rc
@@ -109,17 +107,14 @@ PY
 run_integration() {
   local dir; dir="$(collection_copy)"
   write_integration_config "$dir"
-  (cd "$dir" && ansible-test integration --local --python 3.11 --color no "$@"); local rc=$?
+  (cd "$dir" && ansible_test integration --local --python 3.11 --color no "$@"); local rc=$?
   rm -rf "${dir%/ansible_collections/smartx/zbs}"
   return $rc
 }
 
-stage_integration() {
-  compgen -G "tests/integration/targets/*/tasks/main.yml" >/dev/null || { echo "no integration targets yet"; return 0; }
-  with_zbs_lite run_integration
-}
+stage_integration() { with_zbs_lite run_integration; }
 
-# Stages in order; issues that build a part add the stage that tests it.
+# Stages in order; each part adds the stage that tests it.
 ALL_STAGES=(ruff shellcheck mypy sanity lint build units pytest integration)
 # Each part adds its own stages in scripts/stages.d/*.sh (define stage_NAME, append to ALL_STAGES).
 # shellcheck source=/dev/null

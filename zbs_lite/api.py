@@ -22,6 +22,7 @@ from zbs_lite.render import Renderer
 from zbs_lite.settings import Settings
 from zbs_lite.storage import Pool
 from zbs_lite.tasks import TaskExecutor, TaskRunner, TaskStore
+from zbs_lite.throttle import LoginThrottle
 
 
 class Api:
@@ -30,6 +31,7 @@ class Api:
         self.pool = pool
         self.settings = settings
         self.tokens = Tokens(settings.token_ttl)
+        self.throttle = LoginThrottle()  # shared with the data plane's CHAP logins
         self.cluster_id = self._ensure_cluster()
         self.set_vip(settings.vip)
         self.tasks = TaskStore(db, self.cluster_id)
@@ -61,8 +63,9 @@ class Api:
         """One authenticated operation (what ``POST /v2/api/<op>`` runs), by name."""
         return self.ops[op](body)
 
-    def login(self, body: Any) -> dict[str, Any]:
-        check_credentials(body, self.settings)
+    def login(self, body: Any, peer: str) -> dict[str, Any]:
+        """A token for the right credentials; ``peer`` (the client's address) is what failures back off by."""
+        check_credentials(body, self.settings, self.throttle, peer)
         return {"task_id": None, "data": {"token": self.tokens.issue()}}
 
     def pending_tasks(self) -> list[str]:

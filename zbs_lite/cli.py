@@ -17,6 +17,7 @@ from typing import Any
 import tomllib
 
 from zbs_lite import control
+from zbs_lite.private import private_dir
 from zbs_lite.service import (
     ServeOptions,
     Service,
@@ -164,10 +165,11 @@ def _daemonize(opts: ServeOptions, argv: list[str]) -> int:
         print(f"zbs-lite already serves {data_dir}", file=sys.stderr)
         return 1
     rd = run_dir(data_dir)
-    rd.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
+    private_dir(rd)
     child_argv = [a for a in argv if a != "--daemon"]
     log_path = rd / "serve.log"
-    with open(log_path, "ab") as logf:
+    with os.fdopen(os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as logf:
         proc = subprocess.Popen(
             [sys.executable, "-m", "zbs_lite", *child_argv],
             stdin=subprocess.DEVNULL,

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from zbs_lite.db import Database
-from zbs_lite.errors import ApiError, bad, not_found
+from zbs_lite.errors import ApiError, ErrorCode, bad, not_found
 from zbs_lite.model import CONNECTION, Resource
 from zbs_lite.render import Renderer
 from zbs_lite.where import parse_query, translate
@@ -77,7 +77,7 @@ def one(conn: sqlite3.Connection, res: Resource, rid: Any, field: str) -> sqlite
     if row is None:
         raise not_found(res.name, rid)
     if row["entity_async_status"] == "DELETING":
-        raise ApiError(400, f"{field}: {res.name} {rid} is being deleted", code="ResourceLocked")
+        raise ApiError(400, f"{field}: {res.name} {rid} is being deleted", code=ErrorCode.RESOURCE_LOCKED)
     return row
 
 
@@ -105,13 +105,16 @@ class Queries:
             return self.renderer.rows(conn, res, rows)
 
     def count(self, res: Resource, body: Any) -> dict[str, Any]:
+        """The size of what the same body would list (validated alike; paging narrows it as in Prisma)."""
         self._sync(res)
-        if body is None:
-            body = {}
-        q = parse_query(res, {"where": body.get("where")} if isinstance(body, dict) else body)
+        q = parse_query(res, body)
         with self.db.read() as conn:
-            sql = f"SELECT COUNT(*) FROM {res.table} WHERE {q.where.text}"  # noqa: S608 - names from the model
-            n = conn.execute(sql, q.where.params).fetchone()[0]
+            if q.after is None and q.first is None and not q.skip:
+                sql, params = f"SELECT COUNT(*) FROM {res.table} WHERE {q.where.text}", q.where.params  # noqa: S608
+            else:
+                page, params = select_sql(conn, res, body)
+                sql = f"SELECT COUNT(*) FROM ({page})"  # noqa: S608 - built from the model
+            n = conn.execute(sql, params).fetchone()[0]
         return {"aggregate": {"count": n}}
 
     def _sync(self, res: Resource) -> None:

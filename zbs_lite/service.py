@@ -27,6 +27,7 @@ from zbs_lite.db import Database
 from zbs_lite.dbcatalog import DbCatalog
 from zbs_lite.http import HttpFront, server_context
 from zbs_lite.iscsi import DataPlane
+from zbs_lite.private import check_secret_file, private_dir, private_file
 from zbs_lite.settings import Settings
 from zbs_lite.storage import Pool, PoolKind
 from zbs_lite.tls import ensure_tls
@@ -97,12 +98,14 @@ def split_hostport(value: str, what: str) -> tuple[str, int]:
 
 def _password(opts: ServeOptions) -> tuple[str, Path]:
     if opts.password_file is not None:
+        check_secret_file(opts.password_file, "--password-file")
         pw = opts.password_file.read_text().strip()
         if not pw:
             raise ValueError(f"--password-file {opts.password_file} is empty")
         return pw, opts.password_file
     path = opts.data_dir / "admin.password"
     if path.exists():
+        private_file(path)
         return path.read_text().strip(), path
     pw = secrets.token_urlsafe(18)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -135,7 +138,8 @@ class Service:
 
     def _take_lock(self) -> None:
         rd = run_dir(self.data_dir)
-        rd.mkdir(parents=True, exist_ok=True)
+        private_dir(rd)
+        private_file(rd / "serve.log")
         fh = open(lock_path(self.data_dir), "a+")  # noqa: SIM115 - held for the server's life
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -153,14 +157,24 @@ class Service:
 
     def _start(self) -> dict[str, Any]:
         opts = self.opts
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        # Everything this process creates is its user's alone (LUN data, logs, state, sockets);
+        # what exists already is narrowed or refused by private_dir/private_file.
+        os.umask(0o077)
+        private_dir(self.data_dir)
         self._take_lock()
         state_path(self.data_dir).unlink(missing_ok=True)
         password, password_file = _password(opts)
+        private_dir(self.data_dir / "tls")
         tls = ensure_tls(self.data_dir / "tls", opts.listen)
+        for key in (tls.key, tls.ca_key):
+            private_file(key)
         self.pool = Pool(self.data_dir, opts.pool, opts.pool_size)
         self.pool.open()
-        self.db = Database(self.data_dir / "meta.db")
+        meta = self.data_dir / "meta.db"
+        private_file(meta, create=True)  # SQLite gives -wal and -shm the mode of the database file
+        for side in ("-wal", "-shm"):
+            private_file(meta.with_name(meta.name + side))
+        self.db = Database(meta)
         base = ipaddress.ip_address(opts.chunk_ip_base)
         chunk_ips = [str(base + i) for i in range(opts.chunks)]
         settings = Settings(
@@ -234,7 +248,7 @@ class Service:
         return state
 
     def _start_dataplane(self, vip: tuple[str, int], chunks: list[tuple[str, int]]) -> None:
-        self.dataplane = DataPlane(self.catalog, vip, chunks)
+        self.dataplane = DataPlane(self.catalog, vip, chunks, throttle=self.api.throttle if self.api else None)
         self.dataplane.start()
 
     def dataplane_status(self) -> dict[str, Any]:

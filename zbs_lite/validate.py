@@ -16,6 +16,7 @@ from zbs_lite.model import BPS_UNIT_FIELDS, QOS_FIELDS
 
 IQN_PREFIX = "iqn.2016-02.com.smartx:system:"
 MAX_LUN_SIZE = 64 * 2**40
+BLOCK_SIZE = 512
 MAX_LUNS_PER_TARGET = 255
 MAX_TARGETS = 4096
 INT64_MAX = 2**63 - 1
@@ -219,9 +220,12 @@ def stripe_size(obj: dict[str, Any], path: str) -> int | None:
 
 
 def lun_size(obj: dict[str, Any], path: str) -> int | None:
+    """Whole 512-byte blocks (the LUN's logical block: READ CAPACITY counts in them), at most 64 TiB."""
     size = unit_size(obj, "assigned_size", "assigned_size_unit", path)
     if size is not None and size > MAX_LUN_SIZE:
         raise bad(f"{path}.assigned_size", "at most 64 TiB")
+    if size is not None and size % BLOCK_SIZE:
+        raise bad(f"{path}.assigned_size", f"must be a whole number of {BLOCK_SIZE}-byte blocks, got {size} bytes")
     return size
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from zbs_lite.errors import ApiError
+from zbs_lite.errors import ApiError, ErrorCode
 from zbs_lite.model import RESOURCES, Field, Resource
 
 # Longest suffixes first, so "name_not_in" is read as (name, not_in), not (name_not, in).
@@ -30,14 +30,49 @@ _SUFFIXES = (
 )
 _STRING_ONLY = {"contains", "not_contains", "starts_with", "not_starts_with", "ends_with", "not_ends_with"}
 _ORDERED = {"lt", "lte", "gt", "gte"}
-_MAX_DEPTH = 8
 _INT_MAX = 2**63 - 1
+
+# Limits of one filter, each a 400 naming it (docs/zbs-lite.md). SQLite refuses an expression
+# tree deeper than 1000 and an AND/OR of n terms is n deep, so terms stay well below that;
+# values of _in lists stay below the 32766 bound parameters of a default SQLite build; a
+# GLOB pattern (contains/starts/ends) may grow 3x when escaped and SQLite's limit is 50,000.
+MAX_DEPTH = 8
+MAX_TERMS = 256
+MAX_IN_VALUES = 10_000
+MAX_PATTERN = 4096
 
 
 @dataclass
 class Sql:
     text: str
     params: list[Any]
+
+
+@dataclass
+class _Budget:
+    """What one ``where`` has used of the limits above."""
+
+    terms: int = 0
+    values: int = 0
+
+    def term(self, path: str) -> None:
+        self.terms += 1
+        if self.terms > MAX_TERMS:
+            raise _too_large("where", f"more than {MAX_TERMS} terms")
+
+    def add_values(self, path: str, n: int) -> None:
+        self.values += n
+        if self.values > MAX_IN_VALUES:
+            raise _too_large("where", f"more than {MAX_IN_VALUES} values in _in and _not_in lists")
+
+
+def _too_large(path: str, what: str) -> ApiError:
+    return ApiError(
+        400,
+        f"{path}: the filter is too large ({what}); split it into several requests",
+        code=ErrorCode.LIMIT_EXCEEDED,
+        props={"field": path},
+    )
 
 
 def _escape_glob(value: str) -> str:
@@ -72,7 +107,7 @@ def _split(res: Resource, key: str) -> tuple[str, str]:
     raise ApiError(400, f"where.{key}: unknown or unsupported filter on {res.name}", props={"field": key})
 
 
-def _field_predicate(res: Resource, key: str, value: Any) -> Sql:
+def _field_predicate(res: Resource, key: str, value: Any, budget: _Budget) -> Sql:
     name, op = _split(res, key)
     f = res.fields[name]
     col = res.column(name)
@@ -85,6 +120,7 @@ def _field_predicate(res: Resource, key: str, value: Any) -> Sql:
     if op in ("in", "not_in"):
         if not isinstance(value, list):
             raise ApiError(400, f"where.{key}: expected a list", props={"field": key})
+        budget.add_values(f"where.{key}", len(value))
         vals = [_check_value(key, f, v) for v in value]
         if not vals:
             return Sql("0" if op == "in" else "1", [])
@@ -95,6 +131,8 @@ def _field_predicate(res: Resource, key: str, value: Any) -> Sql:
     if op in _STRING_ONLY:
         if f.kind != "str":
             raise ApiError(400, f"where.{key}: {op} applies to text fields only", props={"field": key})
+        if isinstance(value, str) and len(value) > MAX_PATTERN:
+            raise _too_large(f"where.{key}", f"a {op} operand longer than {MAX_PATTERN} characters")
         v = _escape_glob(_check_value(key, f, value))
         pattern = {"contains": f"*{v}*", "starts_with": f"{v}*", "ends_with": f"*{v}"}[op.removeprefix("not_")]
         if op.startswith("not_"):
@@ -111,22 +149,35 @@ def _field_predicate(res: Resource, key: str, value: Any) -> Sql:
     return Sql(f"{col} = ?", [v])
 
 
-def translate(res: Resource, where: Any, depth: int = 0, path: str = "where") -> Sql:
-    """``where`` → an SQL boolean expression over ``res.table`` (AND of its keys)."""
+def translate(res: Resource, where: Any) -> Sql:
+    """``where`` → an SQL boolean expression over ``res.table``, within the limits above."""
+    return _translate(res, where, 0, "where", _Budget())
+
+
+def _translate(res: Resource, where: Any, depth: int, path: str, budget: _Budget) -> Sql:
+    """One level of ``where``: the AND of its keys."""
     if where is None:
         return Sql("1", [])
     if not isinstance(where, dict):
         raise ApiError(400, f"{path}: expected an object", props={"field": path})
-    if depth > _MAX_DEPTH:
-        raise ApiError(400, f"{path}: nested too deeply", props={"field": path})
+    if depth > MAX_DEPTH:
+        raise ApiError(
+            400,
+            f"{path}: nested too deeply (more than {MAX_DEPTH} levels)",
+            code=ErrorCode.LIMIT_EXCEEDED,
+            props={"field": path},
+        )
     parts: list[str] = []
     params: list[Any] = []
     for key, value in where.items():
+        budget.term(f"{path}.{key}")
         if key in ("AND", "OR", "NOT"):
+            if value is None:
+                continue  # the spec allows null: no condition
             items = value if isinstance(value, list) else [value] if isinstance(value, dict) else None
             if items is None:
                 raise ApiError(400, f"{path}.{key}: expected a list of filters", props={"field": key})
-            subs = [translate(res, item, depth + 1, f"{path}.{key}") for item in items]
+            subs = [_translate(res, item, depth + 1, f"{path}.{key}", budget) for item in items]
             if not subs:
                 continue
             for s in subs:
@@ -146,7 +197,7 @@ def translate(res: Resource, where: Any, depth: int = 0, path: str = "where") ->
                 if rel.kind == "one":
                     parts.append(f"{res.table}.{rel.local} IS NULL")
                 continue
-            sub = translate(other, value, depth + 1, f"{path}.{key}")
+            sub = _translate(other, value, depth + 1, f"{path}.{key}", budget)
             params.extend(sub.params)
             if rel.kind == "one":
                 parts.append(
@@ -161,7 +212,7 @@ def translate(res: Resource, where: Any, depth: int = 0, path: str = "where") ->
                 else:
                     parts.append(f"NOT EXISTS (SELECT 1 FROM {other.table} WHERE {link} AND NOT ({sub.text}))")  # noqa: S608
             continue
-        pred = _field_predicate(res, key, value)
+        pred = _field_predicate(res, key, value, budget)
         parts.append(pred.text)
         params.extend(pred.params)
     return Sql(" AND ".join(f"({p})" for p in parts) if parts else "1", params)
@@ -188,7 +239,7 @@ def _int_arg(body: dict[str, Any], key: str) -> int | None:
     return v
 
 
-def parse_query(res: Resource, body: Any, *, connection: bool = False) -> Query:
+def parse_query(res: Resource, body: Any) -> Query:
     """Validate a get-* body (``where``, ``orderBy``, ``first``, ``skip``, ``after``)."""
     if body is None:
         body = {}

@@ -30,21 +30,27 @@ from .errors import (
 )
 from .ids import is_iqn, is_uuid, lun_name_for
 from .locks import KeyedLocks
-from .params import parse_mutable_params, parse_volume_params
+from .params import VolumeParams, parse_mutable_params, parse_volume_params
 from .proto import csi_pb2 as csi
-from .targets import DEFAULT_STRIPE_NUM, DEFAULT_STRIPE_SIZE, TargetPool, target_full
-from .zbs import format_allowed_initiators, map_error, parse_allowed_initiators, zerr
+from .targets import TargetPool, target_full
+from .zbs import (
+    DEFAULT_STRIPE_NUM,
+    DEFAULT_STRIPE_SIZE,
+    MAX_LUN_SIZE,
+    ZbsClient,
+    format_allowed_initiators,
+    format_size,
+    map_error,
+    parse_allowed_initiators,
+    round_up,
+    zerr,
+)
 
 log = logging.getLogger(__name__)
 
-MAX_LUN_SIZE = 64 * 1024**4
 # A deleted volume whose snapshots live on: renamed, fenced and hidden until they are gone.
 TRASH_PREFIX = "trash-"
 GRANULE = 4096
-
-
-def round_up(n: int, granularity: int) -> int:
-    return -(-n // granularity) * granularity
 
 
 def choose_size(required: int, limit: int, granularity: int) -> int:
@@ -60,7 +66,7 @@ def choose_size(required: int, limit: int, granularity: int) -> int:
         if size > limit:
             raise out_of_range(f"no size that is a multiple of {GRANULE} fits within {required}..{limit} bytes")
     if size > MAX_LUN_SIZE:
-        raise out_of_range(f"{size} bytes is above the 64TiB LUN maximum")
+        raise out_of_range(f"{size} bytes is above the {format_size(MAX_LUN_SIZE)} LUN maximum")
     return size
 
 
@@ -85,7 +91,7 @@ def _page(token: str, total: int) -> int:
 
 
 class ControllerService:
-    def __init__(self, cfg: Config, client: Any) -> None:
+    def __init__(self, cfg: Config, client: ZbsClient) -> None:
         self.cfg = cfg
         self.client = client
         self.pool = TargetPool(client, cfg)
@@ -238,7 +244,7 @@ class ControllerService:
         self,
         lun_name: str,
         size: int,
-        params: Any,
+        params: VolumeParams,
         source: csi.VolumeContentSource | None,
         required: int,
         limit: int,

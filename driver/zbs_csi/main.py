@@ -105,7 +105,7 @@ def check_iqn_is_ours(cfg: Config, runner: Any) -> None:
     if not (cfg.zbs_host and cfg.zbs_username and (cfg.zbs_password or cfg.zbs_password_file)):
         log.info("no ZBS API configured for the node: skipping the duplicate-IQN check")
         return
-    from .node.identity import foreign_sessions, parse_ip_addr
+    from .node.iqn_guard import foreign_sessions, parse_ip_addr
     from .node.runner import CommandError
     from .zbs import make_client, zerr
 

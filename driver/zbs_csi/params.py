@@ -1,11 +1,18 @@
-"""StorageClass and mutable parameters: parsed and validated before anything reaches ZBS."""
+"""StorageClass and mutable parameters: parsed and validated before anything reaches ZBS.
+
+The ZBS rules themselves (replica counts, stripe counts and sizes, size and boolean syntax)
+are the shared client's (plugins/module_utils): a StorageClass accepts exactly what the
+modules accept, in the same words.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import invalid
+from .zbs import parse_bool, validate_replica_num, validate_stripe_num, validate_stripe_size, zerr
 
 FSTYPE_KEY = "csi.storage.k8s.io/fstype"
 # Keys external-provisioner adds with --extra-create-metadata: informational, accepted as is.
@@ -14,7 +21,6 @@ PROVISIONER_METADATA = (
     "csi.storage.k8s.io/pvc/namespace",
     "csi.storage.k8s.io/pv/name",
 )
-STRIPE_NUMS = (1, 2, 4, 8, 16, 32, 64, 128)
 MAX_IOPS = 1_000_000
 MAX_BPS = 1 << 40
 
@@ -42,33 +48,18 @@ class VolumeParams:
         return out
 
 
-def _int(key: str, value: str, lo: int, hi: int) -> int:
+def _whole(key: str, value: str) -> int:
     text = value.strip()
     if not text.isdigit():
         raise invalid(f"parameter {key!r} must be a whole number, got {value[:40]!r}")
-    n = int(text)
+    return int(text)
+
+
+def _int(key: str, value: str, lo: int, hi: int) -> int:
+    n = _whole(key, value)
     if not lo <= n <= hi:
         raise invalid(f"parameter {key!r} must be within {lo}..{hi}, got {n}")
     return n
-
-
-def _bool(key: str, value: str) -> bool:
-    text = value.strip().lower()
-    if text in ("true", "yes", "1", "on"):
-        return True
-    if text in ("false", "no", "0", "off"):
-        return False
-    raise invalid(f"parameter {key!r} must be true or false, got {value[:40]!r}")
-
-
-def _size(key: str, value: str) -> int:
-    units = {"": 1, "k": 1024, "ki": 1024, "kib": 1024, "m": 1 << 20, "mi": 1 << 20, "mib": 1 << 20}
-    text = value.strip().lower()
-    digits = text.rstrip("abcdefghijklmnopqrstuvwxyz")
-    unit = text[len(digits) :]
-    if not digits.isdigit() or unit not in units:
-        raise invalid(f"parameter {key!r} must be a size such as 256Ki, got {value[:40]!r}")
-    return int(digits) * units[unit]
 
 
 def _qos(out: dict[str, Any], key: str, value: str) -> None:
@@ -76,6 +67,15 @@ def _qos(out: dict[str, Any], key: str, value: str) -> None:
         out["iops"] = _int(key, value, 0, MAX_IOPS)
     else:
         out["bps"] = _int(key, value, 0, MAX_BPS)
+
+
+# StorageClass key -> (VolumeParams field, the shared client's rule for its value).
+_ZBS_RULES: dict[str, tuple[str, Callable[[str, str], Any]]] = {
+    "replication.n": ("replica_num", lambda key, value: validate_replica_num(_whole(key, value), key)),
+    "thinProvisioning": ("thin_provision", lambda key, value: parse_bool(value, key)),
+    "stripeNum": ("stripe_num", lambda key, value: validate_stripe_num(_whole(key, value), key)),
+    "stripeSize": ("stripe_size", lambda key, value: validate_stripe_size(value.strip(), key)),
+}
 
 
 def parse_volume_params(params: dict[str, str]) -> VolumeParams:
@@ -91,22 +91,14 @@ def parse_volume_params(params: dict[str, str]) -> VolumeParams:
             if value not in ("", "off", "preen"):
                 raise invalid(f"parameter {key!r} must be off or preen, got {value[:40]!r}")
             out["fsck"] = "" if value == "off" else value
-        elif key == "replication.n":
-            out["replica_num"] = _int(key, value, 1, 3)
-        elif key == "thinProvisioning":
-            out["thin_provision"] = _bool(key, value)
         elif key in ("iops", "throughput"):
             _qos(out, key, value)
-        elif key == "stripeNum":
-            n = _int(key, value, 1, 128)
-            if n not in STRIPE_NUMS:
-                raise invalid(f"parameter {key!r} must be one of {', '.join(map(str, STRIPE_NUMS))}")
-            out["stripe_num"] = n
-        elif key == "stripeSize":
-            size = _size(key, value)
-            if not 4096 <= size <= 262144 or size & (size - 1):
-                raise invalid(f"parameter {key!r} must be a power of two from 4Ki to 256Ki")
-            out["stripe_size"] = size
+        elif key in _ZBS_RULES:
+            field, rule = _ZBS_RULES[key]
+            try:
+                out[field] = rule(key, value)
+            except zerr.ZbsValidationError as exc:
+                raise invalid(f"parameter {key!r}: {exc.rule}") from None
         else:
             raise invalid(f"unknown parameter {key[:80]!r}")
     return VolumeParams(**out)

@@ -16,12 +16,9 @@ from typing import Any
 from .chap import random_secret
 from .config import Config
 from .errors import precondition
-from .zbs import target_iqn, zerr
+from .zbs import DEFAULT_STRIPE_NUM, DEFAULT_STRIPE_SIZE, ZbsClient, target_iqn, zerr
 
 log = logging.getLogger(__name__)
-
-DEFAULT_STRIPE_NUM = 8
-DEFAULT_STRIPE_SIZE = 256 * 1024
 
 
 def target_full(exc: Exception) -> bool:
@@ -48,7 +45,7 @@ class TargetPool:
     full target, which refreshes the view and moves on.
     """
 
-    def __init__(self, client: Any, cfg: Config) -> None:
+    def __init__(self, client: ZbsClient, cfg: Config) -> None:
         self.client = client
         self.cfg = cfg
         self.prefix = cfg.target_prefix.lower()

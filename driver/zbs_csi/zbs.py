@@ -1,8 +1,11 @@
-"""The bridge to the shared ZBS client (plugins/module_utils), and its errors as gRPC codes."""
+"""The bridge to the shared ZBS client (plugins/module_utils), and its errors as gRPC codes.
+
+Every ZBS rule the driver applies (names, sizes, striping, booleans, allowed initiators)
+comes from the collection's module_utils through here, so the driver and the modules cannot
+disagree on what ZBS accepts.
+"""
 
 from __future__ import annotations
-
-from typing import Any
 
 import grpc
 
@@ -11,12 +14,21 @@ from .errors import CsiError
 
 try:
     from ansible_collections.smartx.zbs.plugins.module_utils import zbs_errors as zerr
-    from ansible_collections.smartx.zbs.plugins.module_utils.zbs_client import ZbsClient
+    from ansible_collections.smartx.zbs.plugins.module_utils.zbs_client import (
+        DEFAULT_STRIPE_NUM,
+        DEFAULT_STRIPE_SIZE,
+        ZbsClient,
+        parse_bool,
+    )
+    from ansible_collections.smartx.zbs.plugins.module_utils.zbs_units import MAX_LUN_SIZE, format_size, round_up
     from ansible_collections.smartx.zbs.plugins.module_utils.zbs_validate import (
         AllowedInitiators,
         format_allowed_initiators,
         parse_allowed_initiators,
         target_iqn,
+        validate_replica_num,
+        validate_stripe_num,
+        validate_stripe_size,
     )
 except ImportError as _exc:  # the collection is not installed next to the driver
     raise ImportError(
@@ -24,18 +36,27 @@ except ImportError as _exc:  # the collection is not installed next to the drive
     ) from _exc
 
 __all__ = [
+    "DEFAULT_STRIPE_NUM",
+    "DEFAULT_STRIPE_SIZE",
+    "MAX_LUN_SIZE",
     "AllowedInitiators",
     "ZbsClient",
     "format_allowed_initiators",
+    "format_size",
     "make_client",
     "map_error",
     "parse_allowed_initiators",
+    "parse_bool",
+    "round_up",
     "target_iqn",
+    "validate_replica_num",
+    "validate_stripe_num",
+    "validate_stripe_size",
     "zerr",
 ]
 
 
-def make_client(cfg: Config) -> Any:
+def make_client(cfg: Config) -> ZbsClient:
     return ZbsClient(
         cfg.zbs_host,
         cfg.zbs_username,
@@ -61,6 +82,6 @@ def map_error(exc: Exception, doing: str) -> CsiError:
         code = grpc.StatusCode.UNAVAILABLE
     elif isinstance(exc, zerr.ZbsTaskTimeout):
         code = grpc.StatusCode.DEADLINE_EXCEEDED
-    elif isinstance(exc, zerr.ZbsApiError) and exc.status >= 500:
-        code = grpc.StatusCode.UNAVAILABLE
+    elif isinstance(exc, zerr.ZbsApiError) and (exc.status >= 500 or exc.status == 429):
+        code = grpc.StatusCode.UNAVAILABLE  # 429: logins from this node back off; the sidecars retry
     return CsiError(code, f"{doing}: {exc}")

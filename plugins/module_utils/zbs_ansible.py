@@ -102,7 +102,7 @@ def zbs_module(argument_spec: Dict[str, Any], **kwargs: Any) -> AnsibleModule:
     return module
 
 
-def zbs_client(module: AnsibleModule) -> Any:
+def zbs_client(module: AnsibleModule) -> ZbsClient:
     """The shared API client configured from the module's connection options."""
     p = module.params
     return ZbsClient(
@@ -124,7 +124,7 @@ def run(module: AnsibleModule, body: Callable[[], Dict[str, Any]]) -> None:
     except ZbsValidationError as exc:
         module.fail_json(msg=str(exc), field=exc.field)
     except ZbsApiError as exc:
-        module.fail_json(msg=str(exc), status=exc.status, path=exc.path, code=exc.code)
+        module.fail_json(msg=str(exc), status=exc.status, path=exc.path, code=exc.code, request_id=exc.request_id)
     except ZbsTaskTimeout as exc:
         # The API accepted the change and started it: the cluster may already show it.
         module.fail_json(

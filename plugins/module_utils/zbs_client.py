@@ -42,6 +42,7 @@ import ssl
 import threading
 import time
 import traceback
+import weakref
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set
 from urllib.parse import urlsplit
 
@@ -310,8 +311,11 @@ class ZbsClient:
         self._sent_secrets: Set[str] = _SecretSet()
         self._secrets_lock = threading.Lock()
         self._token_lock = threading.Lock()
-        self._session = requests.Session()
-        self._session.headers.update({"Content-Type": "application/json", "Accept": "application/json"})
+        # requests.Session is not thread-safe (cookie jar, pool bookkeeping) and the driver
+        # calls one client from every gRPC worker thread: each thread gets a session of its own.
+        self._local = threading.local()
+        self._sessions: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._sessions_lock = threading.Lock()
         # Passed on every request: a session-level ``verify`` loses to REQUESTS_CA_BUNDLE.
         self._verify: Any = (ca_path or True) if self.validate_certs else False
         if not self.validate_certs:
@@ -355,8 +359,24 @@ class ZbsClient:
         return f"ZbsClient(base_url={self.base_url!r}, username={self.username!r})"
 
     def close(self) -> None:
-        """Close pooled connections (the token stays valid on the server until it expires)."""
-        self._session.close()
+        """Close every thread's pooled connections (the token stays valid on the server until it expires)."""
+        with self._sessions_lock:
+            sessions = list(self._sessions)
+            self._sessions.clear()
+        self._local = threading.local()
+        for session in sessions:
+            session.close()
+
+    def _http(self) -> Any:
+        """This thread's HTTP session (made on its first request)."""
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.headers.update({"Content-Type": "application/json", "Accept": "application/json"})
+            with self._sessions_lock:
+                self._sessions.add(session)
+            self._local.session = session
+        return session
 
     def __enter__(self) -> ZbsClient:
         return self
@@ -435,7 +455,7 @@ class ZbsClient:
             self.stats.record(op)
             started = time.monotonic()
             try:
-                resp = self._session.post(
+                resp = self._http().post(
                     url,
                     json=payload,
                     headers=headers,
@@ -532,6 +552,7 @@ class ZbsClient:
         message = _scrub(message, secrets)
         props = _scrub(props, secrets)
         kwargs: Dict[str, Any] = {"code": code, "props": props, "operation": op, "object": what}
+        kwargs["request_id"] = resp.headers.get("x-tower-request-id")
         if resp.status_code == 401:
             return ZbsAuthError(401, message, path, **kwargs)
         if resp.status_code == 404:
@@ -1002,9 +1023,16 @@ class Luns(_Resource):
         name: Optional[str] = None,
         target_id: Optional[str] = None,
         lun_id: Optional[int] = None,
+        target_name: Optional[str] = None,
     ) -> Optional[Dict[str, Any]]:
-        """The LUN with this id, local_id, or name/lun_id within ``target_id``, or None."""
+        """The LUN with this id, local_id, or name/lun_id within a target, or None.
+
+        The target is given by ``target_id`` or by ``target_name`` (one read either way: the
+        API filters on the LUN's target relation).
+        """
         _one_key("lun", id=id, local_id=local_id, name=name, lun_id=lun_id)
+        if target_id is not None and target_name is not None:
+            raise ZbsValidationError("target", "give target_id or target_name, not both")
         where: Dict[str, Any] = {}
         if id is not None:
             where["id"] = validate_id(id)
@@ -1013,12 +1041,17 @@ class Luns(_Resource):
         elif name is not None:
             where["name"] = validate_lun_name(name)
         else:
-            if target_id is None:
+            if target_id is None and target_name is None:
                 raise ZbsValidationError("target_id", "needed to look a LUN up by lun_id")
             where["lun_id"] = validate_lun_id(lun_id)
         if target_id is not None:
             where["iscsi_target"] = {"id": validate_id(target_id, "target_id")}
-        return self._get(where, _describe("lun", name=name, id=id, local_id=local_id, lun_id=lun_id))
+        elif target_name is not None:
+            where["iscsi_target"] = {"name": validate_target_name(target_name, "target_name")}
+        what = _describe("lun", name=name, id=id, local_id=local_id, lun_id=lun_id)
+        if target_name is not None:
+            what += f" in target {where['iscsi_target']['name']!r}"
+        return self._get(where, what)
 
     def create(
         self,

@@ -35,7 +35,10 @@ class ZbsError(Exception):
 
 
 class ZbsApiError(ZbsError):
-    """The API answered with an ErrorBody (or a non-200 status)."""
+    """The API answered with an ErrorBody (or a non-200 status).
+
+    ``request_id`` is the answer's ``x-tower-request-id``: the server's log line for the request has it.
+    """
 
     def __init__(
         self,
@@ -47,19 +50,21 @@ class ZbsApiError(ZbsError):
         *,
         operation: Optional[str] = None,
         object: Optional[str] = None,
+        request_id: Optional[str] = None,
     ) -> None:
         super().__init__(message, operation=operation, object=object)
         self.status = status
         self.path = path
         self.code = code
         self.props = props
+        self.request_id = request_id
 
     def __str__(self) -> str:
         return f"{super().__str__()} (HTTP {self.status})"
 
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()
-        out.update(status=self.status, path=self.path, code=self.code)
+        out.update(status=self.status, path=self.path, code=self.code, request_id=self.request_id)
         return out
 
 

@@ -25,6 +25,9 @@ API_BYTE_UNITS = {"B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 <
 #: Largest LUN ZBS allows.
 MAX_LUN_SIZE = 64 << 40
 
+#: LUN sizes are whole logical blocks of this many bytes (zbs-lite refuses others; see docs/zbs-lite.md).
+LUN_BLOCK_SIZE = 512
+
 SizeLike = Union[int, str]
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import FrozenSet, Iterable, Optional, Union
 
 from .zbs_errors import ZbsValidationError
-from .zbs_units import MAX_LUN_SIZE, SizeLike, format_size, parse_size
+from .zbs_units import LUN_BLOCK_SIZE, MAX_LUN_SIZE, SizeLike, format_size, parse_size
 
 #: Prefix of every target IQN ZBS creates.
 TARGET_IQN_PREFIX = "iqn.2016-02.com.smartx:system:"
@@ -163,8 +163,10 @@ def validate_stripe_size(value: SizeLike, field: str = "stripe_size") -> int:
 
 
 def validate_lun_size(value: SizeLike, field: str = "size") -> int:
-    """A LUN size in bytes: positive, at most 64 TiB."""
+    """A LUN size in bytes: whole 512-byte blocks (what READ CAPACITY reports), positive, at most 64 TiB."""
     size = parse_size(value, field)
+    if size % LUN_BLOCK_SIZE:
+        raise ZbsValidationError(field, f"LUN sizes are whole {LUN_BLOCK_SIZE}-byte blocks, got {size} bytes")
     if size <= 0:
         raise ZbsValidationError(field, "LUN size must be greater than zero")
     if size > MAX_LUN_SIZE:

@@ -304,8 +304,7 @@ from ansible_collections.smartx.zbs.plugins.module_utils.zbs_validate import (
 
 def find_lun(client: Any, target: str, name: str) -> Optional[Dict[str, Any]]:
     """One read: the LUN by its name within the named target (None if absent)."""
-    found = client.luns.list(where={"name": name, "iscsi_target": {"name": target}})
-    return found[0] if found else None
+    return client.luns.get(name=name, target_name=target)
 
 
 def _view(lun: Optional[Dict[str, Any]], target: str) -> Optional[Dict[str, Any]]:

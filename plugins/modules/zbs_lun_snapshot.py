@@ -232,8 +232,8 @@ def rollback(
 def missing(module: Any, client: Any, target: str, lun_name: str, name: str, obj: str) -> Dict[str, Any]:
     """No such snapshot: create it, or explain which parent is missing (check mode plans past it)."""
     p = module.params
-    luns = client.luns.list(where={"name": lun_name, "iscsi_target": {"name": target}})
-    if not luns:
+    lun = client.luns.get(name=lun_name, target_name=target)
+    if lun is None:
         what = f"LUN {lun_name!r} in target {target!r}"
         if client.targets.get(name=target) is None:
             what = f"target {target!r}"
@@ -256,7 +256,6 @@ def missing(module: Any, client: Any, target: str, lun_name: str, name: str, obj
                 msg=f"check mode: snapshot {name!r} does not exist yet; taken to be created by an earlier task",
             )
         fail_field("name", f"LUN {lun_name!r} has no snapshot {name!r}", "rollback-iscsi-lun-from-snapshot", obj)
-    lun = luns[0]
     planned = {"name": name, "iscsi_lun": {"id": lun["id"], "name": lun_name}, "iscsi_target": lun.get("iscsi_target")}
     if module.check_mode:
         return result(module, True, None, _view(planned, target, lun_name), snapshot=planned)

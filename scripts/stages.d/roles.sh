@@ -2,12 +2,18 @@
 # Stages of the roles and playbooks part (sourced by scripts/test.sh).
 
 # molecule: the roles in podman containers built from a local debootstrap image (no registry
-# is reachable); the image is cached in podman's store, keyed by scripts/build-image.sh.
+# is reachable); the image is cached in podman's store, keyed by scripts/build-image.sh, and
+# rebuilt under CI=true.
 stage_molecule() {
   export CONTAINERS_CONF="$ROOT/extensions/molecule/containers.conf"
   local image
-  image="$("$ROOT/scripts/build-image.sh")" || return 1
+  image="$("$ROOT/scripts/build-image.sh")" || { echo "molecule: scripts/build-image.sh failed to build the node image"; return 1; }
   export ZBS_MOLECULE_IMAGE="$image"
+  # Molecule's state and the scenario's files (zbs-lite's data dir, rendered manifests) live in
+  # its ephemeral directory, by default ~/.ansible/tmp/molecule.<hash of "zbs">.<scenario>: one
+  # path for every checkout, so concurrent runs clobbered each other and a run could inherit an
+  # earlier one's state. Each run gets its own, removed afterwards.
+  local eph; eph="$(mktemp -d /tmp/smartx-zbs-molecule.XXXXXX)"
   local rc=0 scenario
   # extensions/molecule/<scenario> (collection-wide) and roles/<role>/molecule/<scenario>
   for scenario in "$ROOT"/extensions/molecule/*/molecule.yml "$ROOT"/roles/*/molecule/*/molecule.yml; do
@@ -15,8 +21,9 @@ stage_molecule() {
     local base; base="$(dirname "$(dirname "$(dirname "$scenario")")")"
     local name; name="$(basename "$(dirname "$scenario")")"
     echo "--- molecule test: ${base#"$ROOT"/} / $name"
-    (cd "$base" && molecule test -s "$name") || rc=1
+    (cd "$base" && MOLECULE_EPHEMERAL_DIRECTORY="$eph/${base#"$ROOT"/}/$name" molecule test -s "$name") || rc=1
   done
+  rm -rf "$eph"
   return $rc
 }
 

@@ -92,6 +92,11 @@ def test_every_resource_operation_round_trips(client, prefix):
     assert client.luns.get(name="vol1", target_id=target["id"])["id"] == lun["id"]
     assert client.luns.get(lun_id=1, target_id=target["id"])["id"] == lun["id"]
     assert client.luns.get(name="vol1", target_id=other["id"]) is None
+    assert client.luns.get(name="vol1", target_name=target["name"].upper())["id"] == lun["id"]  # names are lower-case
+    assert client.luns.get(lun_id=1, target_name=target["name"])["id"] == lun["id"]
+    assert client.luns.get(name="vol1", target_name=other["name"]) is None
+    with pytest.raises(ZbsValidationError):
+        client.luns.get(name="vol1", target_id=target["id"], target_name=target["name"])
     lun2 = client.luns.create("vol2", target["id"], 64 * MiB, lun_id=7, replica_num=3)
     assert (lun2["lun_id"], lun2["replica_num"], lun2["allowed_initiators"]) == (7, 3, "*/*")
 
@@ -264,6 +269,39 @@ def test_concurrent_same_name_creates_one_wins(zbs_lite, prefix):
     with make_client(zbs_lite) as c:
         assert c.targets.count({"name": prefix}) == 1
         c.targets.delete(winners[0]["id"])  # type: ignore[index]
+
+
+def test_one_client_serves_many_threads_at_once(zbs_lite, prefix, caplog):
+    """The driver calls one client from all its gRPC worker threads at once: every call lands,
+    one login serves them all, and no thread waits on or discards another's connection
+    (requests.Session is not thread-safe, so the client keeps one per thread)."""
+    threads_n, calls = 16, 8
+    caplog.set_level(logging.WARNING, logger="urllib3")
+    errors: list[BaseException] = []
+    start = threading.Barrier(threads_n)
+    with make_client(zbs_lite) as client:
+        target = client.targets.create(prefix)
+
+        def work(i: int) -> None:
+            try:
+                start.wait()
+                for j in range(calls):
+                    assert client.targets.get(id=target["id"])["name"] == prefix
+                    client.luns.list({"name": f"{prefix}-{i}-{j}"})
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(threads_n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        client.targets.delete(target["id"])
+    assert errors == []
+    assert client.stats["login"] == 1
+    assert client.stats["get-iscsi-targets"] == threads_n * calls + 1  # + the create's re-read
+    pool_warnings = [r.getMessage() for r in caplog.records if r.name.startswith("urllib3")]
+    assert pool_warnings == [], pool_warnings[:3]
 
 
 def test_wrong_password_is_refused(zbs_lite):

@@ -56,6 +56,40 @@ def test_storage_class_parameters() -> None:
     assert c == grpc.StatusCode.INVALID_ARGUMENT and "replication.n" in msg
 
 
+def test_storage_class_accepts_what_the_modules_accept() -> None:
+    """One owner per rule: a StorageClass value is accepted exactly when the shared client
+    (what zbs_target/zbs_lun use) accepts it, and the error quotes the client's rule."""
+    from ansible_collections.smartx.zbs.plugins.module_utils.zbs_client import parse_bool
+    from ansible_collections.smartx.zbs.plugins.module_utils.zbs_errors import ZbsValidationError
+    from ansible_collections.smartx.zbs.plugins.module_utils.zbs_validate import (
+        validate_replica_num,
+        validate_stripe_num,
+        validate_stripe_size,
+    )
+
+    cases = {
+        "stripeSize": (validate_stripe_size, ["256KB", "256KiB", "256Ki", "256K", "4096", "64 KiB", "0.25MiB",
+                                              "100Ki", "512KiB", "2KiB", "256kb", "lots", "-4096"]),
+        "stripeNum": (lambda v: validate_stripe_num(int(v)), ["1", "8", "128", "3", "256", "0"]),
+        "replication.n": (lambda v: validate_replica_num(int(v)), ["1", "2", "3", "4", "0"]),
+        "thinProvisioning": (lambda v: parse_bool(v, "thin"), ["true", "False", "yes", "no", "1", "0", "on",
+                                                                "off", "maybe", ""]),
+    }  # fmt: skip
+    for key, (rule, values) in cases.items():
+        for value in values:
+            try:
+                want = rule(value)
+            except (ZbsValidationError, ValueError):
+                c, msg = code(parse_volume_params, {key: value})
+                assert c == grpc.StatusCode.INVALID_ARGUMENT and key in msg, (key, value, msg)
+                continue
+            field = {"stripeSize": "stripe_size", "stripeNum": "stripe_num", "replication.n": "replica_num",
+                     "thinProvisioning": "thin_provision"}[key]  # fmt: skip
+            assert getattr(parse_volume_params({key: value}), field) == want, (key, value)
+    c, msg = code(parse_volume_params, {"stripeSize": "100Ki"})
+    assert msg == "parameter 'stripeSize': must be a power of two from 4KiB to 256KiB, got 102400"
+
+
 def test_sizes_round_up_within_the_limit() -> None:
     assert choose_size(0, 0, GiB) == GiB
     assert choose_size(1, 0, GiB) == GiB
@@ -218,7 +252,7 @@ IP_ADDR = """1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever p
 
 
 def test_an_iqn_logged_in_from_another_host_is_a_duplicate() -> None:
-    from zbs_csi.node.identity import foreign_sessions, parse_ip_addr
+    from zbs_csi.node.iqn_guard import foreign_sessions, parse_ip_addr
 
     local = parse_ip_addr(IP_ADDR)
     me = "iqn.2026-01.com.example:node-1"

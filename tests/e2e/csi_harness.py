@@ -135,6 +135,12 @@ class DriverProcess:
         return csi_grpc.NodeStub(self.channel)
 
 
+def sync_fs(path: Path) -> None:
+    """Flush the file system holding ``path`` (syncfs). Not os.sync(): that waits on every file
+    system of the machine, including another run's whose device has gone."""
+    subprocess.run(["sync", "--file-system", str(path)], check=True, timeout=120)
+
+
 def code_of(fn: Any, req: Any, timeout: float = 120) -> grpc.StatusCode:
     """The status code of one call (OK when it succeeds)."""
     try:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from csi_harness import NODE_A, NODE_B, Cluster, GiB, host_leftovers, mount_cap
+from csi_harness import NODE_A, NODE_B, Cluster, GiB, host_leftovers, mount_cap, sync_fs
 from zbs_csi.proto import csi_pb2 as csi
 
 
@@ -139,7 +139,7 @@ def test_full_lifecycle_with_failover(cluster: Cluster, tmp_path: Path) -> None:
     assert not stats.volume_condition.abnormal
 
     # snapshot -> restore to a new volume, and clone the live volume
-    os.sync()
+    sync_fs(mnt)
     snap = c.ctrl.controller.CreateSnapshot(
         csi.CreateSnapshotRequest(name="snap-e2e", source_volume_id=vid), timeout=120
     ).snapshot

@@ -21,6 +21,7 @@ from csi_harness import (
     code_of,
     host_leftovers,
     mount_cap,
+    sync_fs,
 )
 from zbs_csi.proto import csi_pb2 as csi
 
@@ -254,7 +255,7 @@ def test_a_stage_whose_attachment_died_is_staged_again(cluster: Cluster, tmp_pat
     stage = tmp_path / "stage"
     _stage(c.a, vid, stage, ctx, cap)
     (stage / "kept").write_text("across the reboot")
-    os.sync()
+    sync_fs(stage)
     c.a.kill()
     record = json.loads((c.a.state_dir / "volumes" / f"{vid}.json").read_text())
     os.kill(record["attach"]["pid"], signal.SIGKILL)
@@ -284,7 +285,7 @@ def test_io_survives_the_loss_of_the_chunk_serving_the_session(cluster: Cluster,
     assert busy, "the staged volume has a session on some chunk"
     first = os.urandom(1 << 20)
     (stage / "before").write_bytes(first)
-    os.sync()
+    sync_fs(stage)
     for n in busy:
         c.zl.chunk_stop(n)
     try:

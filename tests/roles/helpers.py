@@ -6,7 +6,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -31,7 +31,7 @@ class PlaybookRunner:
         self.workdir = workdir
 
     def run(
-        self, playbook: Path, extra_vars: dict | None = None, check: bool = True
+        self, playbook: Path, extra_vars: dict | None = None, check: bool = True, args: Sequence[str] = ()
     ) -> subprocess.CompletedProcess[str]:
         vars_file = self.workdir / f"vars-{os.getpid()}-{id(extra_vars)}.json"
         variables = {"ansible_python_interpreter": sys.executable, **(extra_vars or {})}
@@ -53,6 +53,7 @@ class PlaybookRunner:
             str(playbook),
             "-e",
             f"@{vars_file}",
+            *args,
         ]
         proc = subprocess.run(cmd, cwd=self.workdir, env=env, capture_output=True, text=True, timeout=300)
         if check and proc.returncode != 0:

@@ -75,14 +75,14 @@ def test_daemon_status_env_chunk_stop(tmp_path: Path) -> None:
         again = zbs_lite("serve", "--data-dir", str(data), "--api-port", "0", check=False)
         assert again.returncode != 0 and "already serves" in (again.stdout + again.stderr)
 
-        if st["data_plane"]:
-            out = zbs_lite("chunk", "stop", "2", "--data-dir", str(data)).stdout
-            assert "down" in out
-            chunks = json.loads(zbs_lite("status", "--data-dir", str(data), "--json").stdout)["chunks"]
-            assert [c["up"] for c in chunks] == [True, False]
-            zbs_lite("chunk", "start", "2", "--data-dir", str(data))
-            chunks = json.loads(zbs_lite("status", "--data-dir", str(data), "--json").stdout)["chunks"]
-            assert [c["up"] for c in chunks] == [True, True]
+        assert st["data_plane"], st.get("data_plane_error")
+        out = zbs_lite("chunk", "stop", "2", "--data-dir", str(data)).stdout
+        assert "down" in out
+        chunks = json.loads(zbs_lite("status", "--data-dir", str(data), "--json").stdout)["chunks"]
+        assert [c["up"] for c in chunks] == [True, False]
+        zbs_lite("chunk", "start", "2", "--data-dir", str(data))
+        chunks = json.loads(zbs_lite("status", "--data-dir", str(data), "--json").stdout)["chunks"]
+        assert [c["up"] for c in chunks] == [True, True]
         bad = zbs_lite("chunk", "stop", "9", "--data-dir", str(data), check=False)
         assert bad.returncode == 1
     finally:

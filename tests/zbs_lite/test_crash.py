@@ -1,8 +1,16 @@
-"""kill -9 at random points of a mutation burst, restart: nothing acknowledged is lost, nothing half-applied.
+"""kill -9 after a seeded number of acknowledged mutations, restart: nothing acknowledged is
+lost, nothing half-applied.
 
-After each restart the server resumes its persisted tasks; once they are done, metadata and
-files must agree exactly: every LUN and snapshot row has its file at its size, no file lacks
-a row, no temporary file remains, and every change the API acknowledged is visible.
+Each round runs a seeded mix of mutations against a target of its own and kills the server
+once ``kill_after`` of them were acknowledged, while the next one is in flight and the tasks
+of the last ones may still be running. After each restart the server resumes its persisted
+tasks; once they are done, metadata and files must agree exactly: every LUN and snapshot row
+has its file at its size, no file lacks a row, no temporary file remains, and every change the
+API acknowledged is visible.
+
+The seed is printed; ``ZBS_LITE_CRASH_SEED=<seed>`` replays the same operations and the same
+kill points (where inside the in-flight request the signal lands is the one thing left to the
+scheduler, and every outcome of that request is accepted).
 """
 
 from __future__ import annotations
@@ -20,27 +28,41 @@ import requests
 from zbs_lite.testing import ZbsLiteProcess
 
 MiB = 1 << 20
+SEED_ENV = "ZBS_LITE_CRASH_SEED"
+ROUNDS = 5
+KILL_AFTER = (20, 120)  # acknowledged operations per round before the kill, drawn from the seed
+LUNS_PER_TARGET = 255  # ZBS's cap: a create beyond it is (rightly) refused
+NEAR_FULL = LUNS_PER_TARGET - 15  # from here on a round deletes instead of creating
 
 
 class Burst:
-    """Mutations in a loop until the server dies; records what the API acknowledged."""
+    """Seeded mutations on one target; records what the API acknowledged.
 
-    def __init__(self, zl: ZbsLiteProcess, rng: random.Random, round_no: int) -> None:
-        self.zl, self.rng, self.round = zl, rng, round_no
+    After ``kill_after`` acknowledged operations it sets ``kill_now`` just before sending the
+    next one, which is its last, and the test kills the server at once.
+    """
+
+    def __init__(self, zl: ZbsLiteProcess, rng: random.Random, round_no: int, kill_after: int) -> None:
+        self.zl, self.rng, self.round, self.kill_after = zl, rng, round_no, kill_after
         self.luns: dict[str, int] = {}  # acknowledged LUN id -> acknowledged size
         self.deleted: set[str] = set()
         self.maybe_deleted: set[str] = set()  # a delete in flight when the server died: either outcome is fine
         self.error: BaseException | None = None
         self.snaps: dict[str, str] = {}  # acknowledged snapshot id -> its LUN id
+        self.acked = 0
+        self.kill_now = threading.Event()
         self.token = zl.login()
         self.target_id = ""
 
     def call(self, op: str, body: Any) -> Any | None:
+        if self.acked >= self.kill_after:
+            self.kill_now.set()  # the kill lands while this request is in flight
         try:
             status, data = self.zl.call(op, body, token=self.token, timeout=10)
         except (requests.RequestException, ValueError):
             return None  # the server died mid-request: not acknowledged
         assert status == 200, (op, status, data)
+        self.acked += 1
         return data
 
     def run(self) -> None:
@@ -49,6 +71,8 @@ class Burst:
         except BaseException as exc:
             self.error = exc
             raise
+        finally:
+            self.kill_now.set()
 
     def _run(self) -> None:
         cid = self.zl.cluster_id()
@@ -60,10 +84,12 @@ class Burst:
             return
         self.target_id = out[0]["data"]["id"]
         i = 0
-        while True:
+        while not self.kill_now.is_set():  # set by the request sent as the kill was ordered: the last one
             i += 1
             live = [lid for lid in self.luns if lid not in self.deleted]
             choice = self.rng.random()
+            if len(live) >= NEAR_FULL:
+                choice = 1.0  # a delete keeps the target under ZBS's LUN cap
             if choice < 0.45 or not live:
                 size = self.rng.choice([1, 2, 4]) * MiB
                 body = [{"name": f"l{i}", "iscsi_target_id": self.target_id, "assigned_size": size, "replica_num": 2,
@@ -141,30 +167,33 @@ def check_consistent(zl: ZbsLiteProcess, bursts: list[Burst]) -> None:
                 )
 
 
-@pytest.mark.timeout(300)
-def test_kill_dash_nine_at_random_points(tmp_path: Path) -> None:
-    seed = int(os.environ.get("ZBS_LITE_CRASH_SEED", str(random.randrange(1 << 30))))
-    rng = random.Random(seed)
-    print(f"crash test seed {seed} (ZBS_LITE_CRASH_SEED replays the operation mix; kill timing varies)")
+@pytest.mark.timeout(600)
+def test_kill_dash_nine_after_seeded_numbers_of_operations(tmp_path: Path) -> None:
+    seed = int(os.environ.get(SEED_ENV) or random.randrange(1 << 30))
+    kill_points = random.Random(seed)
+    print(f"crash test seed {seed}: {SEED_ENV}={seed} replays its operations and kill points")
     zl = ZbsLiteProcess(tmp_path / "crash", task_delay=0)
     zl.start()
     bursts: list[Burst] = []
     try:
-        for round_no in range(5):
-            burst = Burst(zl, rng, round_no)
+        for round_no in range(ROUNDS):
+            # Each round draws from its own stream: whether the in-flight request was answered
+            # before the kill must not shift what later rounds do.
+            burst = Burst(zl, random.Random(f"{seed}/{round_no}"), round_no, kill_points.randint(*KILL_AFTER))
             worker = threading.Thread(target=burst.run, daemon=True)
             worker.start()
-            time.sleep(rng.uniform(0.2, 1.2))
+            assert burst.kill_now.wait(120), f"seed {seed}: round {round_no} never reached {burst.kill_after} acks"
             zl.kill()
             worker.join(30)
             assert not worker.is_alive()
-            assert burst.error is None, f"the burst failed: {burst.error!r}"
+            assert burst.error is None, f"seed {seed}: the burst failed: {burst.error!r}"
+            assert burst.acked >= burst.kill_after, f"seed {seed}: killed after {burst.acked} acks"
             bursts.append(burst)
             zl.start()
             wait_idle(zl)
             check_consistent(zl, bursts)
         acked = sum(len(b.luns) + len(b.snaps) + len(b.deleted) for b in bursts)
-        print([(len(b.luns), len(b.snaps), len(b.deleted)) for b in bursts])
+        print([(b.kill_after, len(b.luns), len(b.snaps), len(b.deleted)) for b in bursts])
         print(f"crash test: {acked} acknowledged creates/deletes over {len(bursts)} kills")
         assert acked > 10, "the bursts acknowledged too little to mean anything"
     finally:

@@ -12,6 +12,8 @@ import hmac
 import secrets
 from dataclasses import dataclass, field
 
+from zbs_lite.throttle import LoginThrottle, source_of
+
 CHAP_MD5 = "5"
 CHALLENGE_LEN = 16
 
@@ -82,3 +84,28 @@ class ChapAuthenticator:
             ("CHAP_N", self.target_name),
             ("CHAP_R", "0x" + response(ident, self.target_secret, challenge).hex()),
         ]
+
+
+def verify_with_backoff(
+    chap: ChapAuthenticator, keys: dict[str, str], throttle: LoginThrottle, peer_ip: str, initiator: str, target: str
+) -> list[tuple[str, str]]:
+    """``chap.verify`` counted by the login back-off the API shares, per source and credential.
+
+    Raises :class:`zbs_lite.throttle.Throttled` (unchecked) while that source must wait, and
+    :class:`ChapError` for a wrong response.
+    """
+    answers: list[tuple[str, str]] = []
+    failure: list[ChapError] = []
+
+    def verify() -> bool:
+        try:
+            answers.extend(chap.verify(keys))
+        except ChapError as e:
+            failure.append(e)
+            return False
+        return True
+
+    key = ("chap", source_of(peer_ip), f"{target} {initiator.lower()}")
+    if not throttle.attempt(key, verify):
+        raise failure[0]
+    return answers

@@ -22,6 +22,7 @@ from zbs_lite.iscsi.commands import DATA_OUT_TIMEOUT, SESSION_BUFFER_BUDGET, Ses
 from zbs_lite.iscsi.portal import Portal
 from zbs_lite.iscsi.redirector import HashRing, ring_key
 from zbs_lite.iscsi.scsi import Executor
+from zbs_lite.throttle import LoginThrottle
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +45,11 @@ class DataPlane:
         health_interval: float = HEALTH_INTERVAL,
         data_out_timeout: float = DATA_OUT_TIMEOUT,
         buffer_budget: int = SESSION_BUFFER_BUDGET,
+        throttle: LoginThrottle | None = None,
     ) -> None:
         self.catalog = catalog
         self.limits = SessionLimits(data_out_timeout, buffer_budget)
+        self.throttle = throttle or LoginThrottle()  # CHAP failures back off like API logins
         self._vip_addr = vip
         self._chunk_addrs = list(chunks)
         self._io_threads = io_threads

@@ -15,11 +15,12 @@ from typing import Protocol
 
 from zbs_lite.catalog import TargetView
 from zbs_lite.iscsi import access
-from zbs_lite.iscsi.chap import ChapAuthenticator, ChapError
+from zbs_lite.iscsi.chap import ChapAuthenticator, ChapError, verify_with_backoff
 from zbs_lite.iscsi.negotiation import NegotiationError, SessionParams, negotiate
 from zbs_lite.iscsi.numbering import Numbering
 from zbs_lite.iscsi.pdu import OP_LOGIN, OP_LOGIN_RESP, Pdu, build_bhs, encode_text, parse_text
 from zbs_lite.iscsi.transport import PduTransport, ProtocolError
+from zbs_lite.throttle import LoginThrottle, Throttled
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,9 @@ class LoginPortal(Protocol):
     def redirect(self, initiator: str, target_iqn: str) -> str | None: ...
 
     def new_tsih(self) -> int: ...
+
+    @property
+    def throttle(self) -> LoginThrottle: ...
 
 
 class Login:
@@ -173,7 +177,9 @@ class Login:
                     if "CHAP_R" in keys:
                         if chap is None:
                             raise LoginFailed(LOGIN_INITIATOR_ERROR, "CHAP_R before a challenge")
-                        answers += chap.verify(keys)
+                        assert ident.target is not None
+                        who = (self.peer_ip, ident.initiator, ident.target.iqn)
+                        answers += verify_with_backoff(chap, keys, self.portal.throttle, *who)
                         authenticated = True
                         log.info("%r: CHAP authentication succeeded", self.who)
                     if not chap_required and "AuthMethod" not in keys:
@@ -190,6 +196,10 @@ class Login:
             except ChapError as e:
                 log.warning("%r: CHAP authentication failed: %s", self.who, e)
                 await self._reject(pdu, LOGIN_AUTH_FAILED)
+                return False
+            except Throttled as e:
+                log.warning("%r: refused unchecked after failed CHAP logins; next check in %d s", self.who, e.seconds)
+                await self._reject(pdu, LOGIN_SERVICE_UNAVAILABLE)
                 return False
             except LoginFailed as e:
                 log.warning("%r: login refused (%d/%d): %s", self.who, e.status[0], e.status[1], e)

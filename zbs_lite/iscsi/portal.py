@@ -12,6 +12,7 @@ from zbs_lite.catalog import Catalog, CatalogSnapshot
 from zbs_lite.iscsi.commands import SessionLimits
 from zbs_lite.iscsi.connection import Connection
 from zbs_lite.iscsi.scsi import Executor
+from zbs_lite.throttle import LoginThrottle
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,9 @@ class Plane(Protocol):
 
     @property
     def snapshot(self) -> CatalogSnapshot: ...
+
+    @property
+    def throttle(self) -> LoginThrottle: ...
 
     @property
     def limits(self) -> SessionLimits: ...
@@ -75,6 +79,10 @@ class Portal:
     @property
     def snapshot(self) -> CatalogSnapshot:
         return self.plane.snapshot
+
+    @property
+    def throttle(self) -> LoginThrottle:
+        return self.plane.throttle
 
     async def start(self) -> None:
         if self.server is not None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from zbs_lite.db import Database
-from zbs_lite.errors import ApiError, bad
+from zbs_lite.errors import ApiError, ErrorCode, bad
 from zbs_lite.model import Resource
 from zbs_lite.queries import by_id, matching
 from zbs_lite.render import Renderer
@@ -89,21 +89,25 @@ def run(mutation: Mutation) -> list[dict[str, Any]]:
             with ctx.db.write() as conn:
                 items = mutation.write(conn)
         except sqlite3.IntegrityError as exc:
-            raise ApiError(400, f"conflict: {_integrity_message(exc)}") from None
+            message = _integrity_message(exc)
+            code = ErrorCode.INVALID_INPUT if message is None else ErrorCode.ALREADY_EXISTS
+            raise ApiError(
+                400, f"conflict: {message or 'the change conflicts with existing objects'}", code=code
+            ) from None
         ctx.runner.submit([t for t, _ in items if t], ctx.settings.task_delay)
     return mutation.reply(items)
 
 
 def items(body: Any, what: str) -> list[dict[str, Any]]:
-    """The array body of a create-like operation."""
-    if not isinstance(body, list) or not body:
-        raise bad("body", f"expected a non-empty array of {what}")
+    """The array body of a create-like operation; an empty one is a no-op, as the spec allows."""
+    if not isinstance(body, list):
+        raise bad("body", f"expected an array of {what}", ErrorCode.MALFORMED_REQUEST)
     if len(body) > MAX_ITEMS:
-        raise bad("body", f"at most {MAX_ITEMS} items per request")
+        raise bad("body", f"at most {MAX_ITEMS} items per request", ErrorCode.LIMIT_EXCEEDED)
     return body
 
 
-def _integrity_message(exc: sqlite3.IntegrityError) -> str:
+def _integrity_message(exc: sqlite3.IntegrityError) -> str | None:
     """Two requests raced past the checks: name the rule the database enforced."""
     text = str(exc)
     if "targets.cluster_id, targets.name" in text:
@@ -114,4 +118,4 @@ def _integrity_message(exc: sqlite3.IntegrityError) -> str:
         return "lun_id: already used in the target"
     if "snapshots.lun_id, snapshots.name" in text:
         return "name: a snapshot with this name already exists for the LUN"
-    return "the change conflicts with existing objects"
+    return None

@@ -10,7 +10,7 @@ from typing import Any
 from zbs_lite import validate
 from zbs_lite.db import new_id, now_iso
 from zbs_lite.effects import TaskKind
-from zbs_lite.errors import ApiError, bad
+from zbs_lite.errors import ApiError, ErrorCode, bad
 from zbs_lite.model import BPS_UNIT_FIELDS, LUN, QOS_FIELDS, SNAPSHOT, TARGET
 from zbs_lite.mutations.base import DeleteWhere, Items, Mutation, MutationContext, items
 from zbs_lite.queries import matching, one
@@ -31,17 +31,17 @@ LUN_UPDATE = ("name", "assigned_size", "assigned_size_unit", "replica_num", *LUN
 def free_lun_id(conn: sqlite3.Connection, target_id: str, want: int | None, field: str) -> int:
     used = {r[0] for r in conn.execute("SELECT lun_id FROM luns WHERE target_id = ?", (target_id,))}
     if len(used) >= validate.MAX_LUNS_PER_TARGET:
-        raise bad(field, f"the target already holds {validate.MAX_LUNS_PER_TARGET} LUNs")
+        raise bad(field, f"the target already holds {validate.MAX_LUNS_PER_TARGET} LUNs", ErrorCode.LIMIT_EXCEEDED)
     if want is not None:
         if want in used:
-            raise bad(field, f"LUN id {want} is already used in this target")
+            raise bad(field, f"LUN id {want} is already used in this target", ErrorCode.ALREADY_EXISTS)
         return want
     return next(i for i in range(1, validate.MAX_LUNS_PER_TARGET + 1) if i not in used)
 
 
 def check_name_free(conn: sqlite3.Connection, target_id: str, name: str, field: str) -> None:
     if conn.execute("SELECT 1 FROM luns WHERE target_id = ? AND name = ?", (target_id, name)).fetchone():
-        raise bad(field, f"a LUN named {name!r} already exists in this target")
+        raise bad(field, f"a LUN named {name!r} already exists in this target", ErrorCode.ALREADY_EXISTS)
 
 
 @dataclass
@@ -233,7 +233,7 @@ class UpdateLuns(Mutation):
             raise bad("data.name", "cannot give one name to several LUNs")
         for row in rows:
             if row["entity_async_status"] == "DELETING":
-                raise ApiError(400, f"LUN {row['name']} is being deleted", code="ResourceLocked")
+                raise ApiError(400, f"LUN {row['name']} is being deleted", code=ErrorCode.RESOURCE_LOCKED)
             cols: dict[str, Any] = dict(self.qos)
             if self.name is not None and self.name != row["name"]:
                 check_name_free(conn, row["target_id"], self.name, "data.name")

@@ -9,7 +9,7 @@ from typing import Any
 from zbs_lite import validate
 from zbs_lite.db import new_id, now_iso
 from zbs_lite.effects import TaskKind
-from zbs_lite.errors import bad
+from zbs_lite.errors import ErrorCode, bad
 from zbs_lite.model import LUN, SNAPSHOT
 from zbs_lite.mutations.base import DeleteWhere, Items, Mutation, MutationContext, items
 from zbs_lite.queries import one
@@ -40,7 +40,9 @@ class CreateSnapshots(Mutation):
             if item["iscsi_target_id"] != lun["target_id"]:
                 raise bad(f"{p}.iscsi_target_id", "is not the target of the LUN")
             if conn.execute("SELECT 1 FROM snapshots WHERE lun_id = ? AND name = ?", (lun["id"], name)).fetchone():
-                raise bad(f"{p}.name", f"LUN {lun['name']} already has a snapshot named {name!r}")
+                raise bad(
+                    f"{p}.name", f"LUN {lun['name']} already has a snapshot named {name!r}", ErrorCode.ALREADY_EXISTS
+                )
             sid = new_id()
             row = {
                 "id": sid,

@@ -10,7 +10,7 @@ from typing import Any
 from zbs_lite import validate
 from zbs_lite.db import new_id, now_iso
 from zbs_lite.effects import TaskKind
-from zbs_lite.errors import ApiError, bad
+from zbs_lite.errors import ApiError, ErrorCode, bad
 from zbs_lite.model import BPS_UNIT_FIELDS, QOS_FIELDS, TARGET
 from zbs_lite.mutations.base import DeleteWhere, Items, Mutation, MutationContext, items
 from zbs_lite.queries import matching
@@ -90,9 +90,11 @@ class CreateTargets(Mutation):
             stripe_size = validate.stripe_size(item, p) or 256 * 1024
             cols = _common_columns(item, p, None)
             if count + len(names) >= validate.MAX_TARGETS:
-                raise bad(f"{p}.name", f"a cluster holds at most {validate.MAX_TARGETS} targets")
+                raise bad(
+                    f"{p}.name", f"a cluster holds at most {validate.MAX_TARGETS} targets", ErrorCode.LIMIT_EXCEEDED
+                )
             if name in names or conn.execute("SELECT 1 FROM targets WHERE name = ?", (name,)).fetchone():
-                raise bad(f"{p}.name", f"a target named {name!r} already exists")
+                raise bad(f"{p}.name", f"a target named {name!r} already exists", ErrorCode.ALREADY_EXISTS)
             names.add(name)
             rid = new_id()
             row = {
@@ -136,7 +138,7 @@ class UpdateTargets(Mutation):
         out: Items = []
         for row in matching(conn, TARGET, self.body):
             if row["entity_async_status"] == "DELETING":
-                raise ApiError(400, f"target {row['name']} is being deleted", code="ResourceLocked")
+                raise ApiError(400, f"target {row['name']} is being deleted", code=ErrorCode.RESOURCE_LOCKED)
             cols = _common_columns(self.data, "data", row)
             replica = validate.replica(self.data, "replica_num", "data")
             if replica is not None:

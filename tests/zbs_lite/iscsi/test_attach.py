@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +17,8 @@ from pathlib import Path
 
 import pytest
 from iscsi_rig import IQN_A, IQN_B, MIB, Rig, need, run
+from zbs_csi.node.connectors import qsd
+from zbs_csi.node.runner import Runner
 
 from zbs_lite.catalog import LunView
 
@@ -30,41 +30,28 @@ pytestmark = pytest.mark.skipif(
 
 @contextlib.contextmanager
 def attached(rig: Rig, lun: LunView, initiator: str, portal: str, workdir: Path) -> Iterator[Path]:
-    """The LUN as a FUSE file served by qemu-storage-daemon; gone again on exit."""
+    """The LUN as a FUSE file served by the userspace connector's qemu-storage-daemon; gone again on exit."""
     need("qemu-storage-daemon")
     target = next(t for t in rig.catalog.snapshot().targets() if t.id == lun.target_id)
     host, port = rig.hostport(portal)
-    export = workdir / f"export-{initiator.rsplit(':', 1)[-1]}"
-    export.touch()
-    log = open(workdir / "qsd.log", "ab")  # noqa: SIM115 - closed below
-    qsd = subprocess.Popen(
-        [
-            "qemu-storage-daemon",
-            "--blockdev",
-            f"driver=iscsi,node-name=n0,transport=tcp,portal={host}:{port},target={target.iqn},"
-            f"lun={lun.lun_id},initiator-name={initiator},cache.direct=on",
-            "--export",
-            f"type=fuse,id=e0,node-name=n0,mountpoint={export},writable=on",
-        ],
-        stdout=log,
-        stderr=log,
+    name = initiator.rsplit(":", 1)[-1]
+    export = qsd.QsdExport(
+        portal=f"{host}:{port}",
+        target_iqn=target.iqn,
+        lun=lun.lun_id,
+        initiator=initiator,
+        disk=workdir / f"export-{name}",
+        qmp=workdir / f"qmp-{name}.sock",
+        pidfile=workdir / f"qsd-{name}.pid",
     )
+    export.disk.touch()
+    pid = qsd.start(Runner(), export, timeout=60)
     try:
-        deadline = time.monotonic() + 30
-        while os.stat(export).st_size != lun.size:
-            assert qsd.poll() is None, (workdir / "qsd.log").read_text()
-            assert time.monotonic() < deadline, "the FUSE export did not appear"
-            time.sleep(0.05)
-        yield export
+        assert os.stat(export.disk).st_size == lun.size, "the FUSE export does not show the LUN's size"
+        yield export.disk
     finally:
-        qsd.send_signal(signal.SIGTERM)
-        try:
-            qsd.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            qsd.kill()
-            qsd.wait()
-        run(["fusermount3", "-u", str(export)])
-        log.close()
+        qsd.stop(pid, str(export.pidfile), grace=20)
+        run(["fusermount3", "-u", str(export.disk)])
 
 
 @contextlib.contextmanager
@@ -102,7 +89,7 @@ def test_userspace_attach_mkfs_mount_and_reattach_elsewhere(rig: Rig, tmp_path: 
         assert r.returncode == 0, r.stderr
         with mounted(dev, tmp_path / "mnt") as mnt:
             (mnt / "data.bin").write_bytes(payload)
-            os.sync()
+            run(["sync", "--file-system", str(mnt)])  # this file system only: os.sync() waits on all of them
 
     assert os.stat(lun.path).st_blocks * 512 < lun.size, "the LUN file stays thin"
     # node B attaches the same LUN through a chunk of its own and finds the data intact

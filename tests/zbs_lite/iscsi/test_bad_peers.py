@@ -4,29 +4,60 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 from collections.abc import Callable
 
 import pytest
 from initiator import Initiator
 from iscsi_rig import IQN_A, IQN_B, Rig
 
+from zbs_lite.iscsi.pdu import BHS_LEN, OP_DATA_IN, OP_LOGIN_RESP, OP_SCSI_RESP, bhs_lengths, pad4
 
-def _closed_by_target(sock: socket.socket) -> bool:
-    """True when the target closes the connection (EOF or reset) without sending SCSI data."""
-    sock.settimeout(10)
+# What a target sends only when it serves a command: a peer that never logged in must get neither.
+SERVED = {OP_SCSI_RESP, OP_DATA_IN}
+
+
+def _answers_until_closed(sock: socket.socket, timeout: float = 10.0) -> list[int] | None:
+    """The opcodes of the PDUs the target sent before it closed the connection (EOF or reset),
+    or None when it still held the connection open after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
     received = b""
     try:
         while True:
+            sock.settimeout(max(0.01, deadline - time.monotonic()))
             chunk = sock.recv(65536)
             if not chunk:
                 break
             received += chunk
     except ConnectionResetError:
         pass
-    # whatever came back must not be a Data-In or a SCSI response: nothing is served
-    for off in range(0, len(received) - 47, 48):
-        assert received[off] & 0x3F not in (0x21, 0x25), "target answered a command before login"
-    return True
+    except TimeoutError:
+        return None
+    opcodes, off = [], 0
+    while off + BHS_LEN <= len(received):
+        ahs, data = bhs_lengths(received[off : off + BHS_LEN])
+        opcodes.append(received[off] & 0x3F)
+        off += BHS_LEN + ahs + data + pad4(data)
+    return opcodes
+
+
+def _assert_dropped_unserved(sock: socket.socket) -> None:
+    answers = _answers_until_closed(sock)
+    assert answers is not None, "the target kept a misbehaving peer's connection open"
+    assert not SERVED & set(answers), f"the target served a command to a peer that never logged in: {answers}"
+
+
+def test_the_drop_check_sees_a_served_command_and_an_open_connection() -> None:
+    """The check the tests below rely on can fail: a peer answered with Data-In, or never dropped."""
+    served, peer = socket.socketpair()
+    peer.sendall(bytes([OP_LOGIN_RESP]) + bytes(47) + bytes([OP_DATA_IN, 0x81, 0, 0, 0, 0, 0, 8]) + bytes(40 + 8))
+    peer.close()
+    assert _answers_until_closed(served) == [OP_LOGIN_RESP, OP_DATA_IN]
+    served.close()
+    held, peer = socket.socketpair()
+    assert _answers_until_closed(held, timeout=0.2) is None
+    held.close()
+    peer.close()
 
 
 def _login_pdu(initiator: str, target: str, data_len: int | None = None) -> bytes:
@@ -92,7 +123,7 @@ def test_bad_peer_is_dropped_and_others_carry_on(rig: Rig, misbehave: Callable[.
     assert good.write10(1, 0, b"\x11" * 4096).status == 0
 
     bad = misbehave(rig, addr, t.iqn)
-    assert _closed_by_target(bad)
+    _assert_dropped_unserved(bad)
     bad.close()
 
     # the session that was already there still works, and new logins are served
@@ -142,7 +173,7 @@ def test_nothing_served_on_the_vip(rig: Rig) -> None:
     resp = s.recv(48)
     assert resp[0] & 0x3F == 0x23 and (resp[36], resp[37]) == (1, 1)
     s.sendall(_scsi_read_pdu())
-    assert _closed_by_target(s)
+    _assert_dropped_unserved(s)
     s.close()
 
 

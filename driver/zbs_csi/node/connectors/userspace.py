@@ -23,7 +23,6 @@ import logging
 import os
 import re
 import shutil
-import signal
 import tempfile
 import time
 from pathlib import Path
@@ -32,33 +31,14 @@ from typing import Any
 from ...ids import check_volume_id
 from ..mounts import find_mount
 from ..runner import CommandError, Runner
-from . import fuse
+from . import fuse, qsd
 from .base import Attachment, AttachTarget, Chap, ConnectorError
 from .qmp import QmpError, qmp_execute
 from .tcp import has_established
 
 log = logging.getLogger(__name__)
 
-NODE_NAME = "lun"
-EXPORT_ID = "exp"
-# qemu's iscsi ``timeout``: a command unanswered this long (s) makes libiscsi reconnect and
-# retry it, through the VIP, so a stuck chunk is left behind (Linux sd's default is also 30 s).
-REQUEST_TIMEOUT = 30
 IO_FAILED = "io-failed"  # in the run directory: this export's I/O was failed (session lost)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 class UserspaceConnector:
@@ -103,47 +83,42 @@ class UserspaceConnector:
                 retryable=False,
             )
         run.mkdir(parents=True, mode=0o700)
-        disk, qmp, pidfile, secret = run / "disk", self._qmp_path(run), run / "qsd.pid", run / "chap"
-        disk.touch()
-        host, _, port = target.portal.rpartition(":")
-        blockdev = (
-            f"driver=iscsi,node-name={NODE_NAME},transport=tcp,portal={host}:{port},"
-            f"target={target.target_iqn},lun={target.lun},initiator-name={self.initiator},"
-            f"read-only={'on' if target.readonly else 'off'},timeout={REQUEST_TIMEOUT}"
+        secret = run / "chap"
+        export = qsd.QsdExport(
+            portal=target.portal,
+            target_iqn=target.target_iqn,
+            lun=target.lun,
+            initiator=self.initiator,
+            disk=run / "disk",
+            qmp=self._qmp_path(run),
+            pidfile=run / "qsd.pid",
+            readonly=target.readonly,
+            chap_user=chap.username if chap is not None else "",
+            chap_secret_file=secret if chap is not None else None,
         )
-        argv = [
-            "qemu-storage-daemon",
-            "--daemonize",
-            "--pidfile",
-            str(pidfile),
-            "--chardev",
-            f"socket,id=qmp,path={qmp},server=on,wait=off",
-            "--monitor",
-            "chardev=qmp",
-        ]
+        export.disk.touch()
         if chap is not None:
             fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(chap.password)
-            argv += ["--object", f"secret,id=chap,file={secret}"]
-            blockdev += f",user={chap.username},password-secret=chap"
-        argv += [
-            "--blockdev",
-            blockdev,
-            "--export",
-            f"type=fuse,id={EXPORT_ID},node-name={NODE_NAME},mountpoint={disk},"
-            f"writable={'off' if target.readonly else 'on'}",
-        ]
-        data: dict[str, Any] = {"run_dir": str(run), "disk": str(disk), "qmp": str(qmp), "pidfile": str(pidfile)}
+        data: dict[str, Any] = {
+            "run_dir": str(run),
+            "disk": str(export.disk),
+            "qmp": str(export.qmp),
+            "pidfile": str(export.pidfile),
+        }
         try:
-            self.runner.run(argv, timeout=self.timeout)
+            data["pid"] = qsd.start(self.runner, export, self.timeout)
         except CommandError as exc:
             self._cleanup_dir(run)
             raise ConnectorError(f"iSCSI login to {target.target_iqn} lun {target.lun} failed: {exc.stderr}") from exc
+        except (OSError, ValueError) as exc:
+            self.detach(target, data, [])
+            raise ConnectorError(f"qemu-storage-daemon for lun {target.lun} of {target.target_iqn}: {exc}") from exc
         finally:
             secret.unlink(missing_ok=True)
+        disk = export.disk
         try:
-            data["pid"] = int(pidfile.read_text().strip())
             size = disk.stat().st_size
             if size <= 0:
                 raise ConnectorError(f"lun {target.lun} of {target.target_iqn} reports no capacity")
@@ -211,7 +186,7 @@ class UserspaceConnector:
     def _daemon(self, data: dict[str, Any]) -> int | None:
         """The pid of this attachment's qemu-storage-daemon, while it runs."""
         pid = data.get("pid")
-        if isinstance(pid, int) and pid > 1 and _pid_alive(pid) and self._is_ours(pid, data.get("run_dir", "")):
+        if isinstance(pid, int) and pid > 1 and qsd.pid_alive(pid) and qsd.is_ours(pid, data.get("run_dir", "")):
             return pid
         return None
 
@@ -300,30 +275,10 @@ class UserspaceConnector:
         loop ignores SIGTERM: it gets a short grace.
         """
         pid = self._daemon(data)
-        if pid is None:
-            return
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while _pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if _pid_alive(pid):
-            # Stuck (libiscsi reconnecting, or waiting on its own export): fail the export's
-            # I/O so nothing waits on the daemon, then kill it.
-            log.warning("qemu-storage-daemon %d ignores SIGTERM: killing it", pid)
-            self._fail_io(data)
-            os.kill(pid, signal.SIGKILL)
-            deadline = time.monotonic() + 10
-            while _pid_alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.05)
-
-    @staticmethod
-    def _is_ours(pid: int, run_dir: str) -> bool:
-        """Only signal a pid that is still our qemu-storage-daemon (pids get reused)."""
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            return False
-        return "qemu-storage-daemon" in cmdline and bool(run_dir) and run_dir in cmdline
+        if pid is not None:
+            # Stuck (libiscsi reconnecting, or waiting on its own export): the export's I/O is
+            # failed first, so nothing waits on the daemon, then it is killed.
+            qsd.stop(pid, data.get("run_dir", ""), grace, on_stuck=lambda: self._fail_io(data))
 
     def _cleanup_dir(self, run: Path) -> None:
         if run.parent != self.root:
@@ -340,7 +295,7 @@ class UserspaceConnector:
     def resize(self, target: AttachTarget, data: dict[str, Any], size: int) -> int:
         try:
             if size > 0:
-                qmp_execute(data["qmp"], "block_resize", {"node-name": NODE_NAME, "size": size})
+                qmp_execute(data["qmp"], "block_resize", {"node-name": qsd.NODE_NAME, "size": size})
         except (QmpError, OSError, KeyError) as exc:
             raise ConnectorError(f"block_resize of {target.volume_id}: {exc}") from exc
         # The FUSE attribute cache holds the old size for up to a second.
@@ -354,7 +309,7 @@ class UserspaceConnector:
         if self._io_failed(data):
             return "the iSCSI session was lost and the volume's I/O was failed: it must be staged again"
         pid = data.get("pid")
-        if not isinstance(pid, int) or not _pid_alive(pid):
+        if not isinstance(pid, int) or not qsd.pid_alive(pid):
             return "the qemu-storage-daemon carrying the iSCSI session is not running"
         loop = data.get("loop", "")
         if not loop or not Path(loop).exists():

@@ -29,40 +29,75 @@ class ApiRefusal(Exception):
         self.message = message
 
 
-def _match(obj: Dict[str, Any], where: Optional[Dict[str, Any]]) -> bool:
-    """The subset of the Prisma-style ``where`` language the API documents."""
-    if not where:
-        return True
-    for key, want in where.items():
-        if key == "AND":
-            if not all(_match(obj, w) for w in want):
+# The where operators zbs-lite serves (zbs_lite/where.py), longest suffix first. These unit
+# tests run on a copy of the collection without zbs_lite, so the fake keeps this Python
+# rendering of the same rules; tests/client/test_fake_api_parity.py runs one corpus of filters
+# against both over the same data and fails on any difference.
+_OPERATORS = (
+    "not_starts_with", "not_ends_with", "not_contains", "starts_with", "ends_with", "contains",
+    "not_in", "not", "in", "lte", "gte", "lt", "gt",
+)  # fmt: skip
+
+
+def _split(key: str, obj: Dict[str, Any]) -> Tuple[str, str]:
+    if key in obj:
+        return key, "eq"
+    for op in _OPERATORS:
+        if key.endswith("_" + op):
+            return key[: -len(op) - 1], op
+    return key, "eq"
+
+
+def _field_matches(have: Any, op: str, want: Any) -> bool:
+    """One operator as SQL evaluates it: a null field fails every positive test and passes
+    every negative one; a null operand tests for null (eq/not) or is ignored (the rest)."""
+    if want is None:
+        return {"eq": have is None, "not": have is not None}.get(op, True)
+    negative = op.startswith("not")
+    if have is None:
+        return negative
+    if op in ("in", "not_in"):
+        return (have in want) != negative
+    if op.endswith(("contains", "starts_with", "ends_with")):
+        text, base = str(have), op.removeprefix("not_")
+        hit = (
+            want in text
+            if base == "contains"
+            else text.startswith(want)
+            if base == "starts_with"
+            else text.endswith(want)
+        )
+        return hit != negative
+    if op in ("lt", "lte", "gt", "gte"):
+        return {"lt": have < want, "lte": have <= want, "gt": have > want, "gte": have >= want}[op]
+    return (have == want) != negative
+
+
+Related = Callable[[Dict[str, Any], str], Any]
+
+
+def _match(obj: Dict[str, Any], where: Optional[Dict[str, Any]], related: Related) -> bool:
+    """The CloudTower ``where`` language over one object; ``related(obj, key)`` gives the full
+    object of a to-one relation (or None), or the list of a to-many one (``luns``)."""
+    for key, want in (where or {}).items():
+        if key in ("AND", "OR", "NOT"):
+            subs = [_match(obj, w, related) for w in (want if isinstance(want, list) else [want])]
+            if subs and not {"AND": all(subs), "OR": any(subs), "NOT": not any(subs)}[key]:
                 return False
-        elif key == "OR":
-            if not any(_match(obj, w) for w in want):
+            continue
+        base, quant = key.rpartition("_")[::2]
+        if quant in ("some", "none", "every") and isinstance(related(obj, base), list):
+            items = [_match(x, want, related) for x in related(obj, base)]
+            if not {"some": any(items), "none": not any(items), "every": all(items)}[quant]:
                 return False
-        elif key == "NOT":
-            if any(_match(obj, w) for w in want):
+            continue
+        if isinstance(want, dict) or (want is None and isinstance(obj.get(key), dict)):
+            other = related(obj, key)
+            if not (other is None if want is None else other is not None and _match(other, want, related)):
                 return False
-        elif isinstance(want, dict):
-            rel = obj.get(key)
-            if not isinstance(rel, dict) or not _match(rel, want):
-                return False
-        elif key.endswith("_not_in"):
-            if obj.get(key[:-7]) in want:
-                return False
-        elif key.endswith("_in"):
-            if obj.get(key[:-3]) not in want:
-                return False
-        elif key.endswith("_not"):
-            if obj.get(key[:-4]) == want:
-                return False
-        elif key.endswith("_contains"):
-            if want not in str(obj.get(key[:-9]) or ""):
-                return False
-        elif key.endswith("_starts_with"):
-            if not str(obj.get(key[:-12]) or "").startswith(want):
-                return False
-        elif obj.get(key) != want:
+            continue
+        field, op = _split(key, obj)
+        if not _field_matches(obj.get(field), op, want):
             return False
     return True
 
@@ -164,8 +199,24 @@ class FakeZbs:
             "tasks": list(self.tasks.values()),
         }[resource]
 
+    def related(self, obj: Dict[str, Any], key: str) -> Any:
+        """The full object behind a relation field (``iscsi_target``, ``iscsi_lun``, ``cluster``),
+        or a target's LUNs for ``luns``."""
+        if key == "luns" and "iqn_name" in obj:
+            return [x for x in self.luns.values() if x["iscsi_target"]["id"] == obj["id"]]
+        ref = obj.get(key)
+        if not isinstance(ref, dict):
+            return None
+        table = {"iscsi_target": self.targets, "iscsi_lun": self.luns, "cluster": {self.cluster["id"]: self.cluster}}
+        return table.get(key, {}).get(ref.get("id"))
+
+    def matches(self, obj: Dict[str, Any], where: Optional[Dict[str, Any]]) -> bool:
+        return _match(obj, where, self.related)
+
     def _query(self, resource: str, body: Dict[str, Any]) -> List[Dict[str, Any]]:
-        items = sorted((x for x in self._collection(resource) if _match(x, body.get("where"))), key=lambda x: x["id"])
+        items = sorted(
+            (x for x in self._collection(resource) if self.matches(x, body.get("where"))), key=lambda x: x["id"]
+        )
         if body.get("after") is not None:
             ids = [x["id"] for x in items]
             items = items[ids.index(body["after"]) + 1 :] if body["after"] in ids else []
@@ -199,9 +250,8 @@ class FakeZbs:
         self.connections.append(conn)
         return conn
 
-    @staticmethod
-    def _all(collection: Dict[str, Dict[str, Any]], where: Dict[str, Any], kind: str) -> List[Dict[str, Any]]:
-        found = [x for x in collection.values() if _match(x, where)]
+    def _all(self, collection: Dict[str, Dict[str, Any]], where: Dict[str, Any], kind: str) -> List[Dict[str, Any]]:
+        found = [x for x in collection.values() if self.matches(x, where)]
         if not found:
             raise ApiRefusal(404, f"{kind} not found")
         return found
