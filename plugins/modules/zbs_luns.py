@@ -14,7 +14,8 @@ description:
     them, this module pays it once.
   - Reads the target's LUNs with one query, computes every change, and only then writes - all new LUNs in one
     C(create-iscsi-lun) call, LUNs that need the same change in one C(update-iscsi-lun) call, and with O(purge)
-    the unlisted LUNs in one C(delete-iscsi-lun) call. A run that changes nothing makes the login and one read.
+    the unlisted LUNs in one C(delete-iscsi-lun) call. A run that changes nothing makes the login and one read
+    (and a read of the target when it has no LUNs: a missing target is an error, not an empty one).
   - Each LUN follows the rules of M(smartx.zbs.zbs_lun) - a new LUN is B(closed) unless its O(luns[].allowed_initiators)
     opens it (V(["*"]) for everybody), sizes only grow (see O(smaller_size)), C(replica_num) only goes up,
     C(thin_provision) and C(lun_id) cannot change.
@@ -347,14 +348,15 @@ def apply(module: Any) -> Dict[str, Any]:
 
     extra: Dict[str, Any] = {}
     target_obj = None
-    if creates:
+    if creates or not current:
+        # Read when LUNs are to be made in it, or when it shows none: a missing target is not an empty one.
         target_obj = client.targets.get(name=target)
         if target_obj is None:
             if not module.check_mode:
                 fail_field(
                     "target",
                     f"target {target!r} does not exist; create it with smartx.zbs.zbs_target",
-                    "create-iscsi-lun",
+                    "create-iscsi-lun" if creates else "get-iscsi-luns",
                     f"target {target!r}",
                 )
             extra["msg"] = f"check mode: target {target!r} does not exist yet; taken to be created by an earlier task"
@@ -371,7 +373,7 @@ def apply(module: Any) -> Dict[str, Any]:
             final.pop(lun["name"], None)
         return result(module, changed, before, after, luns=[final[n] for n in sorted(final)], **names, **extra)
 
-    if target_obj is not None:  # read (and found) exactly when there is something to create
+    if creates and target_obj is not None:  # found, or the task failed above
         for fields in creates:
             fields.setdefault("replica_num", target_obj.get("replica_num"))
             fields["iscsi_target_id"] = target_obj["id"]

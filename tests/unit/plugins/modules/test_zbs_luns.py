@@ -114,3 +114,11 @@ def test_a_missing_target_fails_but_check_mode_plans_past_it(fake, run_module):
     assert planned["changed"] is True and "does not exist yet" in planned["msg"]
     out = run_module(zbs_luns, args)
     assert out["failed"] and out["field"] == "target"
+    # Nothing to create: a missing target is still not an empty one (a typo must not report "no change").
+    purge = {"target": "later", "luns": [], "purge": True}
+    assert run_module(zbs_luns, purge, check=True)["msg"].startswith("check mode: target 'later' does not exist")
+    refused = run_module(zbs_luns, purge)
+    assert refused["failed"] and refused["field"] == "target"
+    fake.add_target("empty")
+    assert run_module(zbs_luns, {"target": "empty", "luns": [], "purge": True})["changed"] is False
+    assert fake.writes() == []
