@@ -59,7 +59,11 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="zbs-csi-bench."))
     with ZbsLiteProcess(work / "zbs-lite", task_delay=0.0) as zl:
         env = dict(
-            zl.env, ZBS_CSI_DEFAULT_REPLICA_NUM="1", ZBS_CSI_TARGET_PREFIX="bench", ZBS_CSI_CONNECTOR="userspace"
+            zl.env,
+            ZBS_CSI_DEFAULT_REPLICA_NUM="1",
+            ZBS_CSI_TARGET_PREFIX="bench",
+            ZBS_CSI_KUBERNETES_CLUSTER_ID="bench",
+            ZBS_CSI_CONNECTOR="userspace",
         )
         cfg = load_config(
             None,

@@ -75,17 +75,26 @@ stage_units() { in_collection_copy ansible_test units --local --python 3.11 --re
 # One pytest process per test root: each root has its own conftest and helper modules, and
 # same-named test files in two roots must not collide.
 PYTEST_ROOTS=(tests/zbs_lite tests/zbs_lite/iscsi tests/client tests/driver tests/e2e tests/roles tests/tooling)
+# Each run gets its own pytest base temp dir: under the shared default (/tmp/pytest-of-USER) a
+# concurrent run's cleanup removes the numbered dirs of older runs, mounts of a run still going
+# included. Removed afterwards without crossing into a file system a failed test left mounted.
 stage_pytest() {
-  local rc=0 root
+  local rc=0 root base
   local -a summary=()
+  base="$(mktemp -d /tmp/smartx-zbs-pytest.XXXXXX)"
   for root in "${PYTEST_ROOTS[@]}"; do
     local -a ignore=()
     for other in "${PYTEST_ROOTS[@]}"; do
       [ "$other" != "$root" ] && [ "${other#"$root"/}" != "$other" ] && ignore+=("--ignore=$other")
     done
     printf '\n--- pytest %s\n' "$root"
-    if python -m pytest -p no:cacheprovider "${ignore[@]}" "$root"; then summary+=("PASS $root"); else summary+=("FAIL $root"); rc=1; fi
+    if python -m pytest -p no:cacheprovider --basetemp="$base/${root//\//-}" "${ignore[@]}" "$root"; then
+      summary+=("PASS $root")
+    else
+      summary+=("FAIL $root"); rc=1
+    fi
   done
+  rm -rf --one-file-system "$base"
   printf '\n--- pytest roots\n'; printf '  %s\n' "${summary[@]}"
   return $rc
 }

@@ -38,8 +38,11 @@ class TargetView:
     initiator_chaps: tuple[InitiatorChap, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LunView:
+    """One servable LUN. The catalog holds one per LUN (100,000 at SmartX's limit): slots keep
+    each to its fields (no per-object dict)."""
+
     id: str
     local_id: str
     name: str

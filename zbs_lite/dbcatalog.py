@@ -27,9 +27,8 @@ class DbCatalog(Publisher):
     def __init__(self, db: Database, pool: Pool, cluster_id: str) -> None:
         self._db = db
         self._lun_dir = str(pool.lun_dir)  # paths built by hand: pathlib costs ~70 us per LUN view
+        self._sizes: dict[int, int] = {}  # see _shared_size
         self._cluster_id = cluster_id
-        # per target: LUN id -> (its row, its view), so unchanged rows keep their view
-        self._lun_views: dict[str, dict[str, tuple[tuple[Any, ...], LunView]]] = {}
         with db.read() as conn:
             ids = [r[0] for r in conn.execute("SELECT id FROM targets")]
             super().__init__(self._read(conn, CatalogSnapshot(), ids))
@@ -56,7 +55,6 @@ class DbCatalog(Publisher):
             ).fetchone()
             if row is None:
                 targets[tid] = None
-                self._lun_views.pop(tid, None)
                 continue
             old = base.by_id.get(tid)
             new = _target_view(row)
@@ -72,29 +70,36 @@ class DbCatalog(Publisher):
             " FROM luns WHERE target_id = ? AND file_size > 0 ORDER BY lun_id",  # a LUN is served once its file is
             (target_id,),
         ).fetchall()
-        cache = self._lun_views.get(target_id, {})
-        fresh: dict[str, tuple[tuple[Any, ...], LunView]] = {}
+        # the previous snapshot's views are the cache: no second index of every LUN to keep
+        cache = {v.id: v for v in before}
+        views = []
         for r in rows:
-            key = tuple(r)
-            hit = cache.get(r[0])
-            if hit is None or hit[0] != key:
+            view = cache.get(r[0])
+            if view is None or not _shows(view, r):
                 view = LunView(
                     id=r[0],
                     local_id=r[1],
                     name=r[2],
                     lun_id=r[3],
-                    target_id=r[4],
-                    size=r[5],
+                    target_id=target_id,  # one string for all of the target's views
+                    size=self._shared_size(r[5]),
                     path=f"{self._lun_dir}/{r[1]}",
                     allowed_initiators=r[6],
                     thin_provision=bool(r[7]),
                 )
-                hit = (key, view)
-            fresh[r[0]] = hit
-        self._lun_views[target_id] = fresh
-        views = tuple(v for _, v in fresh.values())
+            views.append(view)
         same = len(views) == len(before) and all(a is b for a, b in zip(views, before))
-        return before if same else views
+        return before if same else tuple(views)
+
+    def _shared_size(self, size: int) -> int:
+        """One int object per LUN size: sizes repeat (a StorageClass's few), and each view holding
+        its own costs 32 bytes per LUN. At most 256 sizes are kept, so odd sizes cannot grow it."""
+        shared = self._sizes.get(size)
+        if shared is None:
+            if len(self._sizes) >= 256:
+                return size
+            self._sizes[size] = shared = size
+        return shared
 
     # ------------------------------------------------------------------ sessions
 
@@ -151,6 +156,18 @@ class DbCatalog(Publisher):
     def clear_connections(self) -> None:
         with self._db.write() as db:
             db.execute("DELETE FROM connections")
+
+
+def _shows(view: LunView, r: sqlite3.Row) -> bool:
+    """Whether ``view`` still shows LUN row ``r`` (the columns ``_luns`` reads, in its order)."""
+    return (view.local_id, view.name, view.lun_id, view.size, view.allowed_initiators, view.thin_provision) == (
+        r[1],
+        r[2],
+        r[3],
+        r[5],
+        r[6],
+        bool(r[7]),
+    )
 
 
 def _target_view(r: sqlite3.Row) -> TargetView:

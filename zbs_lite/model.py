@@ -241,6 +241,8 @@ CREATE UNIQUE INDEX IF NOT EXISTS luns_lun_id ON luns(target_id, lun_id);
 CREATE INDEX IF NOT EXISTS luns_local_id ON luns(local_id);
 CREATE INDEX IF NOT EXISTS luns_name_only ON luns(name);
 CREATE INDEX IF NOT EXISTS luns_target ON luns(target_id, id);
+-- a _contains filter (the CSI driver counts a node's LUNs by IQN) scans this narrow index, not the rows
+CREATE INDEX IF NOT EXISTS luns_allowed ON luns(allowed_initiators);
 CREATE TABLE IF NOT EXISTS snapshots (
   id TEXT PRIMARY KEY,
   lun_id TEXT NOT NULL REFERENCES luns(id),
@@ -254,6 +256,7 @@ CREATE TABLE IF NOT EXISTS snapshots (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS snapshots_name ON snapshots(lun_id, name);
 CREATE INDEX IF NOT EXISTS snapshots_local_id ON snapshots(local_id);
+CREATE INDEX IF NOT EXISTS snapshots_name_only ON snapshots(name);
 CREATE INDEX IF NOT EXISTS snapshots_target ON snapshots(target_id);
 CREATE TABLE IF NOT EXISTS tasks (
   id TEXT PRIMARY KEY,

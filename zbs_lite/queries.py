@@ -14,7 +14,7 @@ from zbs_lite.db import Database
 from zbs_lite.errors import ApiError, ErrorCode, bad, not_found
 from zbs_lite.model import CONNECTION, Resource
 from zbs_lite.render import Renderer
-from zbs_lite.where import parse_query, translate
+from zbs_lite.where import Lookup, parse_query, translate
 
 SELECT = {
     "Cluster": "SELECT clusters.* FROM clusters",
@@ -30,7 +30,7 @@ SELECT = {
 
 def select_sql(conn: sqlite3.Connection, res: Resource, body: Any) -> tuple[str, list[Any]]:
     """The SELECT a get-* body turns into (cursor resolved, ordered, limited)."""
-    q = parse_query(res, body)
+    q = parse_query(res, body, lookup=Lookup(conn))
     sql = f"{SELECT[res.name]} WHERE ({q.where.text})"
     params = list(q.where.params)
     if q.after is not None:
@@ -54,8 +54,8 @@ def select_sql(conn: sqlite3.Connection, res: Resource, body: Any) -> tuple[str,
         sql += f" AND {cmp}"
     direction = "DESC" if q.desc else "ASC"
     # "+" keeps SQLite from walking the primary key for ORDER BY and testing every row against
-    # a relation filter; it then uses the relation's index and sorts the few matches.
-    plus = "+" if q.related else ""
+    # a narrow term (where.Lookup); it then uses that term's index and sorts the few matches.
+    plus = "+" if q.narrow else ""
     sql += f" ORDER BY {plus}{q.order_col} {direction}"
     if q.order_field != "id":
         sql += f", {plus}{res.table}.id {direction}"  # ties broken by id, so cursors are stable
@@ -85,7 +85,7 @@ def matching(conn: sqlite3.Connection, res: Resource, body: Any) -> list[sqlite3
     """The rows an update/delete body's (required) ``where`` selects, in id order."""
     if not isinstance(body, dict) or not isinstance(body.get("where"), dict):
         raise bad("where", "is required (an object)")
-    sql = translate(res, body["where"])
+    sql = translate(res, body["where"], lookup=Lookup(conn))
     return conn.execute(f"{SELECT[res.name]} WHERE {sql.text} ORDER BY {res.table}.id", sql.params).fetchall()
 
 
@@ -107,8 +107,8 @@ class Queries:
     def count(self, res: Resource, body: Any) -> dict[str, Any]:
         """The size of what the same body would list (validated alike; paging narrows it as in Prisma)."""
         self._sync(res)
-        q = parse_query(res, body)
         with self.db.read() as conn:
+            q = parse_query(res, body, lookup=Lookup(conn))
             if q.after is None and q.first is None and not q.skip:
                 sql, params = f"SELECT COUNT(*) FROM {res.table} WHERE {q.where.text}", q.where.params  # noqa: S608
             else:

@@ -6,6 +6,7 @@ what SQLite's planner makes of it instead of a Python scan over every row.
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,10 +43,40 @@ MAX_IN_VALUES = 10_000
 MAX_PATTERN = 4096
 
 
+# How many rows a narrowing term may leave for a page to read them all and sort them; past
+# that a page walks the table in id order instead (see Lookup).
+FEW_RELATED = 16  # related rows of a to-one relation filter (LUNs: 255 each at most)
+FEW_ROWS = 4096  # rows of a name prefix
+
+
 @dataclass
 class Sql:
     text: str
     params: list[Any]
+    narrow: bool = False  # an AND-ed term leaves few rows, through an index: read them all, then sort
+
+
+class Lookup:
+    """The small, bounded reads that decide how a filter becomes SQL, on the caller's connection.
+
+    A page (``first`` rows in id order) can be read two ways: walk the table in id order and
+    stop when the page is full (cost: the page over the share of rows that match), or read
+    every match through an index and sort (cost: every match). Which is cheaper depends on
+    how many rows a term leaves; these reads find out, never reading more than their bound.
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def ids(self, res: Resource, sql: Sql, limit: int) -> list[str]:
+        """Ids of at most ``limit`` rows of ``res`` that ``sql`` selects."""
+        query = f"SELECT {res.table}.id FROM {res.table} WHERE {sql.text} LIMIT ?"  # noqa: S608 - names from the model
+        return [r[0] for r in self.conn.execute(query, [*sql.params, limit])]
+
+    def more_than(self, res: Resource, sql: Sql, n: int) -> bool:
+        """Whether ``sql`` selects more than ``n`` rows of ``res``."""
+        query = f"SELECT COUNT(*) FROM (SELECT 1 FROM {res.table} WHERE {sql.text} LIMIT ?)"  # noqa: S608
+        return int(self.conn.execute(query, [*sql.params, n + 1]).fetchone()[0]) > n
 
 
 @dataclass
@@ -107,7 +138,7 @@ def _split(res: Resource, key: str) -> tuple[str, str]:
     raise ApiError(400, f"where.{key}: unknown or unsupported filter on {res.name}", props={"field": key})
 
 
-def _field_predicate(res: Resource, key: str, value: Any, budget: _Budget) -> Sql:
+def _field_predicate(res: Resource, key: str, value: Any, budget: _Budget, lookup: Lookup | None) -> Sql:
     name, op = _split(res, key)
     f = res.fields[name]
     col = res.column(name)
@@ -137,6 +168,11 @@ def _field_predicate(res: Resource, key: str, value: Any, budget: _Budget) -> Sq
         pattern = {"contains": f"*{v}*", "starts_with": f"{v}*", "ends_with": f"*{v}"}[op.removeprefix("not_")]
         if op.startswith("not_"):
             return Sql(f"({col} IS NULL OR {col} NOT GLOB ?)", [pattern])
+        if op == "starts_with" and lookup is not None:
+            # a prefix is an index range: worth it for a few rows (then sorted), not for many
+            if lookup.more_than(res, Sql(f"{col} GLOB ?", [pattern]), FEW_ROWS):
+                return Sql(f"+{col} GLOB ?", [pattern])
+            return Sql(f"{col} GLOB ?", [pattern], narrow=True)
         return Sql(f"{col} GLOB ?", [pattern])
     if op in _ORDERED:
         if f.kind == "bool":
@@ -149,12 +185,44 @@ def _field_predicate(res: Resource, key: str, value: Any, budget: _Budget) -> Sq
     return Sql(f"{col} = ?", [v])
 
 
-def translate(res: Resource, where: Any) -> Sql:
-    """``where`` → an SQL boolean expression over ``res.table``, within the limits above."""
-    return _translate(res, where, 0, "where", _Budget())
+def _one_relation(
+    res: Resource, local: str, other: Resource, value: dict[str, Any], sub: Sql, lookup: Lookup | None
+) -> Sql:
+    """A filter on a to-one relation as SQL that keeps a page's cost to the page.
+
+    ``{id: X}`` / ``{id_in: [...]}`` compare the local column itself; for one related row its
+    index then gives the rows in id order too (the driver's LUNs of one target: exactly the
+    page is read). Another filter is resolved first: up to FEW_RELATED related rows become an
+    id list (an index range each, then a sort of their few rows); more keep the subquery, off the
+    column's index (``+``), so a page walks the table in id order and stops when full
+    instead of reading and sorting every match (LUNs of every target with a name prefix:
+    a full pass then reads each row once, not once per page).
+    """
+    col = f"{res.table}.{local}"
+    ids = value.get("id") if set(value) == {"id"} else value.get("id_in") if set(value) == {"id_in"} else None
+    if isinstance(ids, str):
+        return Sql(f"{col} = ?", sub.params)
+    if ids is None and lookup is not None:
+        found = lookup.ids(other, sub, FEW_RELATED + 1)
+        ids = found if len(found) <= FEW_RELATED else None
+    if isinstance(ids, list):
+        params = sub.params if "id_in" in value else ids
+        if len(params) <= 1:
+            return Sql(f"{col} = ?", list(params)) if params else Sql("0", [])
+        return Sql(f"{col} IN ({','.join('?' * len(params))})", list(params), narrow=True)
+    return Sql(f"+{col} IN (SELECT {other.table}.id FROM {other.table} WHERE {sub.text})", sub.params)  # noqa: S608
 
 
-def _translate(res: Resource, where: Any, depth: int, path: str, budget: _Budget) -> Sql:
+def translate(res: Resource, where: Any, lookup: Lookup | None = None) -> Sql:
+    """``where`` → an SQL boolean expression over ``res.table``, within the limits above.
+
+    With ``lookup``, relation filters and prefixes take the form that reads the fewest rows
+    for a page (see Lookup); without, they are plain SQL.
+    """
+    return _translate(res, where, 0, "where", _Budget(), lookup)
+
+
+def _translate(res: Resource, where: Any, depth: int, path: str, budget: _Budget, lookup: Lookup | None) -> Sql:
     """One level of ``where``: the AND of its keys."""
     if where is None:
         return Sql("1", [])
@@ -169,6 +237,7 @@ def _translate(res: Resource, where: Any, depth: int, path: str, budget: _Budget
         )
     parts: list[str] = []
     params: list[Any] = []
+    narrow = False
     for key, value in where.items():
         budget.term(f"{path}.{key}")
         if key in ("AND", "OR", "NOT"):
@@ -177,13 +246,14 @@ def _translate(res: Resource, where: Any, depth: int, path: str, budget: _Budget
             items = value if isinstance(value, list) else [value] if isinstance(value, dict) else None
             if items is None:
                 raise ApiError(400, f"{path}.{key}: expected a list of filters", props={"field": key})
-            subs = [_translate(res, item, depth + 1, f"{path}.{key}", budget) for item in items]
+            subs = [_translate(res, item, depth + 1, f"{path}.{key}", budget, lookup) for item in items]
             if not subs:
                 continue
             for s in subs:
                 params.extend(s.params)
             if key == "AND":
                 parts.append("(" + " AND ".join(f"({s.text})" for s in subs) + ")")
+                narrow = narrow or any(s.narrow for s in subs)
             elif key == "OR":
                 parts.append("(" + " OR ".join(f"({s.text})" for s in subs) + ")")
             else:
@@ -197,13 +267,14 @@ def _translate(res: Resource, where: Any, depth: int, path: str, budget: _Budget
                 if rel.kind == "one":
                     parts.append(f"{res.table}.{rel.local} IS NULL")
                 continue
-            sub = _translate(other, value, depth + 1, f"{path}.{key}", budget)
-            params.extend(sub.params)
+            sub = _translate(other, value, depth + 1, f"{path}.{key}", budget, lookup)
             if rel.kind == "one":
-                parts.append(
-                    f"{res.table}.{rel.local} IN (SELECT {other.table}.id FROM {other.table} WHERE {sub.text})"  # noqa: S608
-                )
+                one = _one_relation(res, rel.local, other, value, sub, lookup)
+                parts.append(one.text)
+                params.extend(one.params)
+                narrow = narrow or one.narrow
             else:
+                params.extend(sub.params)
                 link = f"{other.table}.{rel.remote} = {res.table}.id"
                 if quant == "some":
                     parts.append(f"EXISTS (SELECT 1 FROM {other.table} WHERE {link} AND ({sub.text}))")  # noqa: S608
@@ -212,10 +283,11 @@ def _translate(res: Resource, where: Any, depth: int, path: str, budget: _Budget
                 else:
                     parts.append(f"NOT EXISTS (SELECT 1 FROM {other.table} WHERE {link} AND NOT ({sub.text}))")  # noqa: S608
             continue
-        pred = _field_predicate(res, key, value, budget)
+        pred = _field_predicate(res, key, value, budget, lookup)
         parts.append(pred.text)
         params.extend(pred.params)
-    return Sql(" AND ".join(f"({p})" for p in parts) if parts else "1", params)
+        narrow = narrow or pred.narrow
+    return Sql(" AND ".join(f"({p})" for p in parts) if parts else "1", params, narrow)
 
 
 @dataclass
@@ -227,7 +299,7 @@ class Query:
     first: int | None
     skip: int
     after: str | None
-    related: bool = False  # filters through a relation: let SQLite pick the index for WHERE, then sort
+    narrow: bool = False  # a term leaves few rows through an index: let SQLite use it, then sort them
 
 
 def _int_arg(body: dict[str, Any], key: str) -> int | None:
@@ -239,7 +311,7 @@ def _int_arg(body: dict[str, Any], key: str) -> int | None:
     return v
 
 
-def parse_query(res: Resource, body: Any) -> Query:
+def parse_query(res: Resource, body: Any, *, lookup: Lookup | None = None) -> Query:
     """Validate a get-* body (``where``, ``orderBy``, ``first``, ``skip``, ``after``)."""
     if body is None:
         body = {}
@@ -252,7 +324,7 @@ def parse_query(res: Resource, body: Any) -> Query:
     for unsupported in ("before", "last"):
         if body.get(unsupported) is not None:
             raise ApiError(400, f"{unsupported}: backward paging is not supported by zbs-lite; use first/after")
-    where = translate(res, body.get("where"))
+    where = translate(res, body.get("where"), lookup=lookup)
     order = body.get("orderBy")
     order_field, desc = "id", False
     if order is not None:
@@ -273,9 +345,5 @@ def parse_query(res: Resource, body: Any) -> Query:
         first=_int_arg(body, "first"),
         skip=_int_arg(body, "skip") or 0,
         after=after,
-        related=isinstance(body.get("where"), dict) and any(_is_relation(res, k) for k in body["where"]),
+        narrow=where.narrow,
     )
-
-
-def _is_relation(res: Resource, key: str) -> bool:
-    return key in res.relations or key.rpartition("_")[0] in res.relations

@@ -18,7 +18,8 @@ SINGLE_NODE = {
 READ_ONLY = {Mode.SINGLE_NODE_READER_ONLY, Mode.MULTI_NODE_READER_ONLY}
 MOUNT_MODES = SINGLE_NODE | {Mode.MULTI_NODE_READER_ONLY}
 BLOCK_MODES = SINGLE_NODE | {Mode.MULTI_NODE_READER_ONLY, Mode.MULTI_NODE_SINGLE_WRITER, Mode.MULTI_NODE_MULTI_WRITER}
-FS_TYPES = ("ext4", "xfs")
+# ext2 and ext3 because SmartX's driver offers them: its volumes must stage after a migration.
+FS_TYPES = ("ext2", "ext3", "ext4", "xfs")
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ def unsupported_reason(cap: csi.VolumeCapability) -> str | None:
             return f"access mode {Mode.Mode.Name(mode)} is not supported for filesystem volumes (use block)"
         fs = cap.mount.fs_type
         if fs and fs not in FS_TYPES:
-            return f"filesystem {fs!r} is not supported (ext4, xfs)"
+            return f"filesystem {fs!r} is not supported ({', '.join(FS_TYPES)})"
         for flag in cap.mount.mount_flags:
             if not flag or any(c in flag for c in "\n\0") or flag.startswith("-"):
                 return f"mount flag {flag!r} is not valid"

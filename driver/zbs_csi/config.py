@@ -18,6 +18,9 @@ from typing import Any
 
 import tomllib
 
+from .caps import FS_TYPES
+from .ownership import check_cluster_id
+
 GiB = 1024**3
 
 DEFAULT_DRIVER_NAME = "zbs.csi.smartx.com"
@@ -45,6 +48,11 @@ class Config:
     cluster: str = ""
     portal: str = ""
     # controller
+    # The Kubernetes cluster's id (SmartX's driver: clusterID), in every target and LUN name:
+    # required by the controller, never changed once volumes exist (see ownership.py).
+    kubernetes_cluster_id: str = ""
+    # Adopt, on first touch, LUNs made by drivers without a cluster id (targets <prefix>-NNNN).
+    adopt_legacy: bool = False
     target_prefix: str = "zbs-csi"
     luns_per_target: int = 255
     size_granularity: int = GiB
@@ -67,9 +75,12 @@ class Config:
     default_fstype: str = "ext4"
     max_volumes_per_node: int = 256
     command_timeout: float = 120.0
-    # Userspace connector: how long teardown waits for a lost iSCSI session to come back
-    # before failing the device's pending I/O (open-iscsi's replacement_timeout, same default).
-    replacement_timeout: float = 120.0
+    # iSCSI sessions (docs/csi-driver.md, "iSCSI session tuning", says how the defaults were
+    # chosen). The kernel connector writes them into every node record it makes; the userspace
+    # connector applies replacement_timeout itself (libiscsi has no such bound).
+    iscsi_queue_depth: int = 128
+    iscsi_cmds_max: int = 1024
+    iscsi_replacement_timeout: int = 120
 
     def password(self) -> str:
         if self.zbs_password:
@@ -87,16 +98,31 @@ class Config:
             raise ConfigError(f"connector must be userspace or kernel, not {self.connector!r}")
         if self.host_exec not in ("none", "chroot", "nsenter"):
             raise ConfigError(f"host_exec must be none, chroot or nsenter, not {self.host_exec!r}")
-        if self.default_fstype not in ("ext4", "xfs"):
-            raise ConfigError(f"default_fstype must be ext4 or xfs, not {self.default_fstype!r}")
+        if self.default_fstype not in FS_TYPES:
+            raise ConfigError(f"default_fstype must be one of {', '.join(FS_TYPES)}, not {self.default_fstype!r}")
+        if self.mode in ("controller", "all"):
+            if not self.kubernetes_cluster_id:
+                raise ConfigError(
+                    "kubernetes_cluster_id is required (ZBS_CSI_KUBERNETES_CLUSTER_ID): a unique, "
+                    "never-changing id of this Kubernetes cluster, so clusters sharing a ZBS never see "
+                    "or touch each other's volumes"
+                )
+            try:
+                check_cluster_id(self.kubernetes_cluster_id)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+        if not 1 <= self.iscsi_queue_depth <= 1024:
+            raise ConfigError("iscsi_queue_depth must be within 1..1024")
+        if not 2 <= self.iscsi_cmds_max <= 2048 or self.iscsi_cmds_max & (self.iscsi_cmds_max - 1):
+            raise ConfigError("iscsi_cmds_max must be a power of two within 2..2048 (open-iscsi's rule)")
+        if not 1 <= self.iscsi_replacement_timeout <= 3600:
+            raise ConfigError("iscsi_replacement_timeout must be within 1..3600 seconds")
         if not 1 <= self.luns_per_target <= 255:
             raise ConfigError("luns_per_target must be within 1..255")
         if self.size_granularity < 512 or self.size_granularity % 512:
             raise ConfigError("size_granularity must be a positive multiple of 512 bytes")
         if self.max_volumes_per_node < 1:
             raise ConfigError("max_volumes_per_node must be at least 1")
-        if self.replacement_timeout < 0:
-            raise ConfigError("replacement_timeout must not be negative")
 
     @property
     def socket_path(self) -> str:

@@ -2,8 +2,13 @@
 
 Ids: volume id = the LUN's ``local_id``, snapshot id = the snapshot's ``local_id`` (as in
 SmartX's own driver), so an operator finds a PV's LUN in the ZBS UI by its id. Names map to
-LUN/snapshot names deterministically (:func:`lun_name_for`), which makes CreateVolume and
+LUN/snapshot names deterministically (:meth:`Naming.lun_name`), which makes CreateVolume and
 CreateSnapshot idempotent across retries, restarts and racing controller replicas.
+
+Every lookup by id goes through :meth:`ControllerService._resolve`, which applies
+ownership.py: another Kubernetes cluster's LUN is refused (FAILED_PRECONDITION, naming the
+cluster), a LUN no zbs-csi made is a static volume (published, staged, expanded, never
+deleted), and a legacy LUN is adopted or treated as static.
 """
 
 from __future__ import annotations
@@ -16,11 +21,10 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from . import caps as capmod
-from .chap import chap_from_secrets
+from .chap import PASSWORD_IN_KEY, PASSWORD_KEY, USER_IN_KEY, USER_KEY, Chap, chap_from_secrets
 from .config import Config
 from .errors import (
     CsiError,
-    aborted,
     already_exists,
     exhausted,
     invalid,
@@ -29,10 +33,12 @@ from .errors import (
     precondition,
 )
 from .ids import is_iqn, is_uuid, lun_name_for
+from .listing import Item, Listing, page_limit, take
 from .locks import KeyedLocks
+from .ownership import Naming, Owner, Ownership
 from .params import VolumeParams, parse_mutable_params, parse_volume_params
 from .proto import csi_pb2 as csi
-from .targets import TargetPool, target_full
+from .targets import TargetClass, TargetPool, target_full
 from .zbs import (
     DEFAULT_STRIPE_NUM,
     DEFAULT_STRIPE_SIZE,
@@ -43,13 +49,12 @@ from .zbs import (
     map_error,
     parse_allowed_initiators,
     round_up,
+    target_iqn,
     zerr,
 )
 
 log = logging.getLogger(__name__)
 
-# A deleted volume whose snapshots live on: renamed, fenced and hidden until they are gone.
-TRASH_PREFIX = "trash-"
 GRANULE = 4096
 
 
@@ -82,19 +87,13 @@ def _timestamp(text: str | None) -> Timestamp:
     return ts
 
 
-def _page(token: str, total: int) -> int:
-    if not token:
-        return 0
-    if not token.isdigit() or int(token) > total:
-        raise aborted(f"starting_token {token[:40]!r} is not valid (lists may have changed; start over)")
-    return int(token)
-
-
 class ControllerService:
     def __init__(self, cfg: Config, client: ZbsClient) -> None:
         self.cfg = cfg
         self.client = client
-        self.pool = TargetPool(client, cfg)
+        self.naming = Naming(cfg.target_prefix, cfg.kubernetes_cluster_id)
+        self.pool = TargetPool(client, cfg, self.naming)
+        self.listing = Listing(client, self.naming, adopt_legacy=cfg.adopt_legacy, luns_per_target=cfg.luns_per_target)
         self.locks = KeyedLocks()
         self._portal: str | None = None
         # readonly of each (volume, node) publish this process made: ZBS keeps no such flag,
@@ -109,31 +108,79 @@ class ControllerService:
         except zerr.ZbsError as exc:
             raise map_error(exc, doing) from exc
 
-    def _lun(self, volume_id: str) -> dict[str, Any] | None:
-        """Our LUN with this volume id, or None (also for ids that cannot be ours)."""
+    def _resolve(self, volume_id: str, doing: str) -> tuple[dict[str, Any], Owner] | None:
+        """The LUN a volume id names and whose it is (MINE or FOREIGN); None when there is none.
+
+        Another cluster's LUN is refused, whatever the operation; a legacy LUN is adopted
+        (``adopt_legacy``) or static; a retired LUN (deleted, snapshots kept) is gone.
+        """
         if not is_uuid(volume_id):
             return None
         lun = self._zbs(f"looking up volume {volume_id}", self.client.luns.get, local_id=volume_id)
-        if lun is None or not self.pool.owns((lun.get("iscsi_target") or {}).get("name", "")):
+        if lun is None:
             return None
-        if str(lun.get("name", "")).startswith(TRASH_PREFIX):
+        own = self.naming.classify_lun(lun)
+        if own.owner is Owner.LEGACY and self.cfg.adopt_legacy:
+            lun, own = self._adopt(lun)
+        self._refuse_other(own, lun, f"volume {volume_id}", doing)
+        if own.retired:
             return None
-        return lun
+        return lun, (Owner.FOREIGN if own.owner is Owner.LEGACY else own.owner)
 
-    def _snapshot(self, snapshot_id: str) -> dict[str, Any] | None:
+    def _lun(self, volume_id: str, doing: str) -> dict[str, Any] | None:
+        found = self._resolve(volume_id, doing)
+        return found[0] if found else None
+
+    def _refuse_other(self, own: Ownership, obj: dict[str, Any], what: str, doing: str) -> None:
+        if own.owner is Owner.OTHER:
+            raise precondition(
+                f"{what} belongs to Kubernetes cluster {own.cluster_id!r} ({obj.get('name', '')!r} in target "
+                f"{(obj.get('iscsi_target') or {}).get('name', '')!r}), not to this driver's cluster "
+                f"{self.naming.cluster_id!r}: refusing to {doing}"
+            )
+
+    def _adopt(self, lun: dict[str, Any]) -> tuple[dict[str, Any], Ownership]:
+        """Claim a legacy LUN for this cluster: its name takes our id (one rename, idempotent)."""
+        new_name = self.naming.adopted_name(str(lun.get("name", "")))
+        self._zbs(f"adopting legacy volume {lun['local_id']}", self.client.luns.update, lun["id"], name=new_name)
+        lun = self._zbs(f"re-reading volume {lun['local_id']}", self.client.luns.get, id=lun["id"]) or lun
+        log.info("adopted a legacy volume", extra={"fields": {"volume_id": lun["local_id"], "lun": new_name}})
+        # Re-classified from what ZBS now says: a cluster that adopted it at the same moment wins.
+        return lun, self.naming.classify_lun(lun)
+
+    def _snapshot(self, snapshot_id: str, doing: str) -> dict[str, Any] | None:
+        """Our snapshot with this id; None when there is none or it is not ours (never another's)."""
         if not is_uuid(snapshot_id):
             return None
         snap = self._zbs(f"looking up snapshot {snapshot_id}", self.client.snapshots.get, local_id=snapshot_id)
-        if snap is None or not self.pool.owns((snap.get("iscsi_target") or {}).get("name", "")):
+        if snap is None:
             return None
-        return snap
+        own = self.naming.classify_snapshot(snap)
+        self._refuse_other(own, snap, f"snapshot {snapshot_id}", doing)
+        if own.owner is Owner.MINE or (own.owner is Owner.LEGACY and self._legacy_snapshot_ours(snap)):
+            return snap
+        return None
+
+    def _legacy_snapshot_ours(self, snap: dict[str, Any]) -> bool:
+        """A legacy snapshot is ours when its volume is (adopting that volume on the way)."""
+        if not self.cfg.adopt_legacy:
+            return False
+        lun_ref = (snap.get("iscsi_lun") or {}).get("id", "")
+        lun = self._zbs("reading a snapshot's volume", self.client.luns.get, id=lun_ref) if lun_ref else None
+        if lun is None:
+            return False
+        own = self.naming.classify_lun(lun)
+        if own.owner is Owner.LEGACY:
+            lun, own = self._adopt(lun)
+        self._refuse_other(own, lun, f"the volume of snapshot {snap.get('local_id')}", "use its snapshot")
+        return own.owner is Owner.MINE
 
     def portal(self) -> str:
         if self._portal is None:
             if self.cfg.portal:
                 self._portal = self.cfg.portal
             else:
-                cluster = self._zbs("reading the cluster", self.client.clusters.get, id=self.pool.cluster_id())
+                cluster = self._zbs("reading the cluster", self.client.clusters.get, id=self.pool.zbs_cluster_id())
                 vip = (cluster or {}).get("iscsi_vip")
                 if not vip:
                     raise precondition("no iSCSI portal: set ZBS_ISCSI_PORTAL or the cluster's iscsi_vip")
@@ -196,34 +243,50 @@ class ControllerService:
         required = req.capacity_range.required_bytes if req.HasField("capacity_range") else 0
         limit = req.capacity_range.limit_bytes if req.HasField("capacity_range") else 0
         size = choose_size(required, limit, self.cfg.size_granularity)
-        lun_name = lun_name_for(req.name)
+        # The provisioner secret, when the StorageClass names its CHAP Secret as one, puts the
+        # volume in targets of that CHAP class (chap.py).
+        klass = TargetClass(
+            (params.stripe_num or DEFAULT_STRIPE_NUM, params.stripe_size or DEFAULT_STRIPE_SIZE),
+            chap_from_secrets(dict(req.secrets)),
+        )
+        lun_name = self.naming.lun_name(req.name)
         source = req.volume_content_source if req.HasField("volume_content_source") else None
         with self.locks.hold(f"name:{lun_name}"):
-            existing = self._find_by_name(lun_name)
+            existing = self._find_by_name(req.name)
             if existing is not None:
                 vol = self._check_compatible(existing, required, limit, source)
                 if params.fsck:
                     vol.volume_context["fsck"] = params.fsck
                 return csi.CreateVolumeResponse(volume=vol)
-            lun = self._create(lun_name, size, params, source, required, limit)
-            lun = self._settle_race(lun_name, lun)
+            lun = self._create(req.name, size, params, klass, source, required, limit)
+            lun = self._settle_race(req.name, lun)
             log.info("created volume", extra={"fields": {"volume_id": lun["local_id"], "name": req.name}})
             return csi.CreateVolumeResponse(volume=self._volume(lun, source, params.fsck))
 
-    def _find_by_name(self, lun_name: str) -> dict[str, Any] | None:
-        luns = self._zbs(
-            f"looking up volume {lun_name}",
-            self.client.luns.list,
-            {"name": lun_name, "iscsi_target": {"name_starts_with": f"{self.pool.prefix}-"}},
-        )
-        luns = [lun for lun in luns if self.pool.owns((lun.get("iscsi_target") or {}).get("name", ""))]
+    def _find_by_name(self, csi_name: str) -> dict[str, Any] | None:
+        """This cluster's LUN for a CSI volume name (a legacy one is adopted when allowed)."""
+        lun_name = self.naming.lun_name(csi_name)
+        luns = self._zbs(f"looking up volume {lun_name}", self.client.luns.list, {"name": lun_name})
+        luns = [lun for lun in luns if self.naming.classify_lun(lun) == Ownership(Owner.MINE)]
+        if not luns and self.cfg.adopt_legacy:
+            # A create the previous driver began and Kubernetes retries after the upgrade.
+            legacy = self._zbs(
+                f"looking up legacy volume {csi_name[:80]!r}",
+                self.client.luns.list,
+                {"name": lun_name_for(csi_name), "iscsi_target": {"name_starts_with": f"{self.naming.prefix}-"}},
+            )
+            for lun in legacy:
+                if self.naming.classify_lun(lun).owner is Owner.LEGACY:
+                    adopted, own = self._adopt(lun)
+                    if own == Ownership(Owner.MINE):
+                        luns.append(adopted)
         if not luns:
             return None
         return sorted(luns, key=lambda lun: (str(lun.get("local_created_at") or ""), lun["id"]))[0]
 
-    def _settle_race(self, lun_name: str, mine: dict[str, Any]) -> dict[str, Any]:
+    def _settle_race(self, csi_name: str, mine: dict[str, Any]) -> dict[str, Any]:
         """Two replicas may each have made a LUN of one name in different targets: the oldest wins."""
-        winner = self._find_by_name(lun_name) or mine
+        winner = self._find_by_name(csi_name) or mine
         if winner["id"] != mine["id"]:
             log.warning("lost a create race; removing our duplicate", extra={"fields": {"lun": mine["id"]}})
             self._zbs("removing a duplicate LUN", self.client.luns.delete, mine["id"])
@@ -242,31 +305,33 @@ class ControllerService:
 
     def _create(
         self,
-        lun_name: str,
+        csi_name: str,
         size: int,
         params: VolumeParams,
+        klass: TargetClass,
         source: csi.VolumeContentSource | None,
         required: int,
         limit: int,
     ) -> dict[str, Any]:
+        lun_name = self.naming.lun_name(csi_name)
         src_kind, src_obj = "", None
         if source is not None:
             if source.HasField("snapshot"):
                 src_kind = "snapshot"
-                src_obj = self._snapshot(source.snapshot.snapshot_id)
+                src_obj = self._snapshot(source.snapshot.snapshot_id, "restore from it")
                 if src_obj is None:
                     raise not_found(f"snapshot {source.snapshot.snapshot_id[:80]!r} does not exist")
             elif source.HasField("volume"):
                 src_kind = "volume"
-                src_obj = self._lun(source.volume.volume_id)
+                # A static volume may be cloned too: the copy is ours, in our targets.
+                src_obj = self._lun(source.volume.volume_id, "clone it")
                 if src_obj is None:
                     raise not_found(f"volume {source.volume.volume_id[:80]!r} does not exist")
             else:
                 raise invalid("volume_content_source names neither a snapshot nor a volume")
         tried: set[str] = set()
-        stripe = (params.stripe_num or DEFAULT_STRIPE_NUM, params.stripe_size or DEFAULT_STRIPE_SIZE)
         for _ in range(4):
-            slot = self.pool.reserve(stripe, tried)
+            slot = self.pool.reserve(klass, tried)
             made = False
             try:
                 if src_kind == "snapshot":
@@ -293,7 +358,7 @@ class ControllerService:
                 raise not_found(f"creating volume {lun_name}: {exc}") from exc
             except (zerr.ZbsApiError, zerr.ZbsTaskFailed) as exc:
                 # The name may exist (a racing replica) or the target may be full.
-                existing = self._find_by_name(lun_name)
+                existing = self._find_by_name(csi_name)
                 if existing is not None:
                     return existing
                 if isinstance(exc, zerr.ZbsApiError) and exc.status >= 500:
@@ -331,8 +396,17 @@ class ControllerService:
         if not req.volume_id:
             raise invalid("volume_id is required")
         with self.locks.hold(req.volume_id):
-            lun = self._lun(req.volume_id)
-            if lun is None:
+            found = self._resolve(req.volume_id, "delete it")
+            if found is None:
+                return csi.DeleteVolumeResponse()
+            lun, owner = found
+            if owner is Owner.FOREIGN:
+                # A static volume (Retain-style import): Kubernetes forgets it, ZBS keeps it.
+                target = (lun.get("iscsi_target") or {}).get("name")
+                log.info(
+                    "not deleting a LUN this driver did not create (static volume)",
+                    extra={"fields": {"lun": lun.get("name", ""), "target": target}},
+                )
                 return csi.DeleteVolumeResponse()
             snaps = self._zbs("listing snapshots", self.client.snapshots.list, {"iscsi_lun": {"id": lun["id"]}})
             if snaps:
@@ -342,14 +416,14 @@ class ControllerService:
                     f"retiring volume {req.volume_id} (it has snapshots)",
                     self.client.luns.update,
                     lun["id"],
-                    name=f"{TRASH_PREFIX}{lun['local_id']}",
+                    name=self.naming.trash_name(lun["local_id"]),
                     allowed_initiators="",
                 )
                 log.info("volume retired until its %d snapshot(s) are deleted", len(snaps))
                 return csi.DeleteVolumeResponse()
             self._zbs(f"deleting volume {req.volume_id}", self.client.luns.delete, lun["id"])
             self.pool.forget((lun.get("iscsi_target") or {}).get("id", ""))
-            self.pool.retire_if_empty((lun.get("iscsi_target") or {}).get("id", ""))
+            self.pool.retire_if_empty(lun.get("iscsi_target") or {})
             log.info("deleted volume")
         return csi.DeleteVolumeResponse()
 
@@ -363,16 +437,16 @@ class ControllerService:
         cap = capmod.parse(req.volume_capability, self.cfg.default_fstype)
         chap = chap_from_secrets(dict(req.secrets))
         with self.locks.hold(req.volume_id):
-            lun = self._lun(req.volume_id)
+            lun = self._lun(req.volume_id, f"publish it to {req.node_id[:80]}")
             if lun is None:
                 raise not_found(f"volume {req.volume_id[:80]!r} does not exist")
             if not is_iqn(req.node_id):
                 raise not_found(f"node {req.node_id[:80]!r} does not exist (node ids are initiator IQNs)")
             target_id = (lun.get("iscsi_target") or {}).get("id", "")
-            if chap is not None:
-                self._register_chap(target_id, req.node_id, chap)
-            elif self.cfg.chap:
-                raise invalid("CHAP is on: the controller-publish secrets must carry the node's CHAP credentials")
+            target = self._zbs("reading the volume's target", self.client.targets.get, id=target_id)
+            if target is None:
+                raise not_found(f"the target of volume {req.volume_id} is gone")
+            self._check_chap(target, req.node_id, chap, lun)
             allowed = parse_allowed_initiators(lun.get("allowed_initiators"))
             key = (req.volume_id, req.node_id)
             if allowed.kind == "set" and req.node_id in allowed.iqns:
@@ -396,49 +470,100 @@ class ControllerService:
                 )
                 log.info("published", extra={"fields": {"node": req.node_id}})
             self._readonly[key] = req.readonly
-            target = self.pool.slot(target_id)
-            if target is None:
-                raise not_found(f"the target of volume {req.volume_id} is gone")
+            iqn = target.get("iqn_name") or target_iqn(target["name"])
             return csi.ControllerPublishVolumeResponse(
-                publish_context={"portal": self.portal(), "targetIqn": target.iqn, "lun": str(lun["lun_id"])}
+                publish_context={"portal": self.portal(), "targetIqn": iqn, "lun": str(lun["lun_id"])}
             )
 
     def _check_attach_limit(self, node_id: str) -> None:
-        """RESOURCE_EXHAUSTED when the node already has ``max_volumes_per_node`` of our volumes."""
+        """RESOURCE_EXHAUSTED when the node already has ``max_volumes_per_node`` volumes published.
+
+        Every LUN published to the node counts, static ones too: the limit is the node's. The
+        count answers first (no rows move; an IQN that is a prefix of another only adds to it):
+        the LUNs themselves are read only when the node may be at its limit.
+        """
+        where = {"allowed_initiators_contains": node_id}
+        count = self._zbs(f"counting the volumes of {node_id}", self.client.luns.count, where)
+        if count < self.cfg.max_volumes_per_node:
+            return
         published = self._zbs(
             f"counting the volumes of {node_id}",
             self.client.luns.list,
-            {
-                "allowed_initiators_contains": node_id,
-                "iscsi_target": {"name_starts_with": f"{self.pool.prefix}-"},
-            },
+            where,
         )
-        mine = [
-            lun
-            for lun in published
-            if node_id in self._published(lun) and self.pool.owns((lun.get("iscsi_target") or {}).get("name", ""))
-        ]
+        mine = [lun for lun in published if node_id in self._published(lun)]
         if len(mine) >= self.cfg.max_volumes_per_node:
             raise exhausted(f"node {node_id} already has {len(mine)} volumes published (max_volumes_per_node)")
 
-    def _register_chap(self, target_id: str, node_id: str, chap: Any) -> None:
-        """Make ``chap`` the node's credentials on the target (targets are shared, so upsert)."""
+    def _check_chap(self, target: dict[str, Any], node_id: str, chap: Chap | None, lun: dict[str, Any]) -> None:
+        """The publish's CHAP secrets against the target's CHAP; the node's credentials registered.
+
+        Refused: no credentials for a CHAP target the node has none on; credentials for a target
+        with CHAP off (they would silently not be enforced); mutual credentials the target does
+        not answer with. The messages name keys and targets, never a secret.
+        """
+        name = target.get("name", "")
+        if chap is None:
+            known = any(e.get("initiator_iqn") == node_id for e in target.get("initiator_chaps") or [])
+            if target.get("chap_enabled") and not known:
+                raise invalid(
+                    f"target {name} requires CHAP: the controller-publish secrets must carry the node's CHAP "
+                    f"credentials ({USER_KEY}, {PASSWORD_KEY})"
+                )
+            return
+        if not target.get("chap_enabled"):
+            raise precondition(
+                f"the secrets carry CHAP credentials but target {name} of volume {lun['local_id']} has CHAP off, "
+                "so they would not be enforced: give the StorageClass the same Secret as its provisioner secret "
+                "(csi.storage.k8s.io/provisioner-secret-name/-namespace), so its volumes are made in CHAP targets"
+            )
+        if chap.username_in and (
+            target.get("chap_name") != chap.username_in or target.get("chap_secret") != chap.password_in
+        ):
+            raise precondition(
+                f"target {name} answers mutual CHAP with other credentials than the secrets' {USER_IN_KEY} and "
+                f"{PASSWORD_IN_KEY}: volumes with mutual CHAP must be created with that Secret as provisioner secret"
+            )
+        self._register_chap(target, node_id, chap, lun)
+
+    def _register_chap(self, target: dict[str, Any], node_id: str, chap: Chap, lun: dict[str, Any]) -> None:
+        """Make ``chap`` the node's credentials on the target (targets are shared, so upsert).
+
+        ZBS keeps one entry per initiator and target: replacing it while another of the node's
+        volumes uses that target would break that volume's next login, so that is refused.
+        """
         with self.locks_chap:
-            target = self._zbs("reading the target", self.client.targets.get, id=target_id)
-            if target is None:
-                raise not_found(f"target {target_id} is gone")
+            target = self._zbs("reading the target", self.client.targets.get, id=target["id"]) or target
             entries = [dict(e) for e in target.get("initiator_chaps") or []]
-            mine = {"initiator_iqn": node_id, "chap_name": chap.username, "chap_secret": chap.password}
-            if mine in entries:
+            current = [e for e in entries if e.get("initiator_iqn") == node_id]
+            if current and all(
+                (e.get("chap_name"), e.get("chap_secret")) == (chap.username, chap.password) for e in current
+            ):
                 return
+            if current:
+                users = self._zbs(
+                    "listing the target's volumes",
+                    self.client.luns.list,
+                    {"iscsi_target": {"id": target["id"]}, "allowed_initiators_contains": node_id},
+                )
+                busy = [u for u in users if u["id"] != lun["id"] and node_id in self._published(u)]
+                if busy:
+                    raise precondition(
+                        f"node {node_id} logs in to target {target.get('name', '')} with other CHAP credentials, "
+                        f"for volume {busy[0].get('local_id')}: volumes sharing a target must share one CHAP Secret "
+                        "(to change it, move the node's volumes off first)"
+                    )
+            mine = {"initiator_iqn": node_id, "chap_name": chap.username, "chap_secret": chap.password}
             entries = [e for e in entries if e.get("initiator_iqn") != node_id] + [mine]
-            self._zbs(f"registering CHAP for {node_id}", self.client.targets.update, target_id, initiator_chaps=entries)
+            self._zbs(
+                f"registering CHAP for {node_id}", self.client.targets.update, target["id"], initiator_chaps=entries
+            )
 
     def unpublish(self, req: csi.ControllerUnpublishVolumeRequest) -> csi.ControllerUnpublishVolumeResponse:
         if not req.volume_id:
             raise invalid("volume_id is required")
         with self.locks.hold(req.volume_id):
-            lun = self._lun(req.volume_id)
+            lun = self._lun(req.volume_id, f"unpublish it from {req.node_id[:80] or 'every node'}")
             if lun is None:
                 return csi.ControllerUnpublishVolumeResponse()
             allowed = parse_allowed_initiators(lun.get("allowed_initiators"))
@@ -469,7 +594,7 @@ class ControllerService:
             raise invalid("volume_id is required")
         if not req.volume_capabilities:
             raise invalid("volume_capabilities is required")
-        if self._lun(req.volume_id) is None:
+        if self._lun(req.volume_id, "validate it") is None:
             raise not_found(f"volume {req.volume_id[:80]!r} does not exist")
         try:
             parse_volume_params(dict(req.parameters))
@@ -488,20 +613,6 @@ class ControllerService:
             )
         )
 
-    def _all_luns(self, *, retired: bool = False) -> list[dict[str, Any]]:
-        luns = self._zbs(
-            "listing volumes",
-            self.client.luns.list,
-            {"iscsi_target": {"name_starts_with": f"{self.pool.prefix}-"}},
-        )
-        luns = [
-            lun
-            for lun in luns
-            if self.pool.owns((lun.get("iscsi_target") or {}).get("name", ""))
-            and (retired or not str(lun.get("name", "")).startswith(TRASH_PREFIX))
-        ]
-        return sorted(luns, key=lambda lun: lun["local_id"])
-
     @staticmethod
     def _condition(lun: dict[str, Any]) -> csi.VolumeCondition:
         status = lun.get("entityAsyncStatus")
@@ -510,27 +621,23 @@ class ControllerService:
         return csi.VolumeCondition(abnormal=False, message="healthy")
 
     def list_volumes(self, req: csi.ListVolumesRequest) -> csi.ListVolumesResponse:
-        if req.max_entries < 0:
-            raise invalid("max_entries must not be negative")
-        luns = self._all_luns()
-        start = _page(req.starting_token, len(luns))
-        end = len(luns) if req.max_entries == 0 else min(len(luns), start + req.max_entries)
-        entries = []
-        for lun in luns[start:end]:
-            entries.append(
-                csi.ListVolumesResponse.Entry(
-                    volume=self._volume(lun),
-                    status=csi.ListVolumesResponse.VolumeStatus(
-                        published_node_ids=self._published(lun), volume_condition=self._condition(lun)
-                    ),
-                )
-            )
-        return csi.ListVolumesResponse(entries=entries, next_token=str(end) if end < len(luns) else "")
+        limit = page_limit(req.max_entries)
+        entries, token = take(self.listing.volumes(req.starting_token, limit), limit, self._volume_entry)
+        return csi.ListVolumesResponse(entries=entries, next_token=token)
+
+    def _volume_entry(self, item: Item) -> csi.ListVolumesResponse.Entry:
+        lun = item.obj or {}
+        return csi.ListVolumesResponse.Entry(
+            volume=self._volume(lun),
+            status=csi.ListVolumesResponse.VolumeStatus(
+                published_node_ids=self._published(lun), volume_condition=self._condition(lun)
+            ),
+        )
 
     def get_volume(self, req: csi.ControllerGetVolumeRequest) -> csi.ControllerGetVolumeResponse:
         if not req.volume_id:
             raise invalid("volume_id is required")
-        lun = self._lun(req.volume_id)
+        lun = self._lun(req.volume_id, "read it")
         if lun is None:
             raise not_found(f"volume {req.volume_id[:80]!r} does not exist")
         return csi.ControllerGetVolumeResponse(
@@ -545,7 +652,7 @@ class ControllerService:
             if capmod.unsupported_reason(cap):
                 return csi.GetCapacityResponse(available_capacity=0)
         parse_volume_params(dict(req.parameters))
-        cluster = self._zbs("reading the cluster", self.client.clusters.get, id=self.pool.cluster_id()) or {}
+        cluster = self._zbs("reading the cluster", self.client.clusters.get, id=self.pool.zbs_cluster_id()) or {}
         total = int(cluster.get("total_data_capacity") or 0)
         used = int(cluster.get("used_data_space") or 0)
         replicas = parse_volume_params(dict(req.parameters)).replica_num or self.cfg.default_replica_num
@@ -562,7 +669,7 @@ class ControllerService:
         required, limit = req.capacity_range.required_bytes, req.capacity_range.limit_bytes
         size = choose_size(required, limit, self.cfg.size_granularity)
         with self.locks.hold(req.volume_id):
-            lun = self._lun(req.volume_id)
+            lun = self._lun(req.volume_id, "expand it")
             if lun is None:
                 raise not_found(f"volume {req.volume_id[:80]!r} does not exist")
             have = int(lun.get("assigned_size") or 0)
@@ -579,7 +686,7 @@ class ControllerService:
             raise invalid("volume_id is required")
         changes = parse_mutable_params(dict(req.mutable_parameters))
         with self.locks.hold(req.volume_id):
-            lun = self._lun(req.volume_id)
+            lun = self._lun(req.volume_id, "modify it")
             if lun is None:
                 raise not_found(f"volume {req.volume_id[:80]!r} does not exist")
             if changes:
@@ -613,16 +720,17 @@ class ControllerService:
             raise invalid("source_volume_id is required")
         if req.parameters:
             raise invalid(f"unknown snapshot parameter {sorted(req.parameters)[0][:80]!r}")
-        snap_name = lun_name_for(req.name)
+        snap_name = self.naming.lun_name(req.name)
         with self.locks.hold(f"snap:{snap_name}"):
-            existing = self._zbs("looking up snapshots", self.client.snapshots.list, {"name": snap_name})
-            existing = [s for s in existing if self.pool.owns((s.get("iscsi_target") or {}).get("name", ""))]
-            lun = self._lun(req.source_volume_id)
-            if existing:
-                snap = existing[0]
-                if lun is None or (snap.get("iscsi_lun") or {}).get("id") != lun["id"]:
+            existing = self._find_snapshot_by_name(req.name)
+            # A static volume may be snapshotted too: the snapshot is ours (named with our id).
+            lun = self._lun(req.source_volume_id, "snapshot it")
+            if existing is not None:
+                if lun is None or (existing.get("iscsi_lun") or {}).get("id") != lun["id"]:
                     raise already_exists(f"snapshot {req.name[:80]!r} exists for another volume")
-                return csi.CreateSnapshotResponse(snapshot=self._snapshot_msg(snap, int(lun.get("assigned_size") or 0)))
+                return csi.CreateSnapshotResponse(
+                    snapshot=self._snapshot_msg(existing, int(lun.get("assigned_size") or 0))
+                )
             if lun is None:
                 raise not_found(f"volume {req.source_volume_id[:80]!r} does not exist")
             snap = self._zbs(
@@ -637,11 +745,28 @@ class ControllerService:
             msg.source_volume_id = lun["local_id"]
             return csi.CreateSnapshotResponse(snapshot=msg)
 
+    def _find_snapshot_by_name(self, csi_name: str) -> dict[str, Any] | None:
+        name = self.naming.lun_name(csi_name)
+        found = self._zbs("looking up snapshots", self.client.snapshots.list, {"name": name})
+        found = [s for s in found if self.naming.classify_snapshot(s).owner is Owner.MINE]
+        if not found and self.cfg.adopt_legacy:
+            legacy = self._zbs(
+                "looking up legacy snapshots",
+                self.client.snapshots.list,
+                {"name": lun_name_for(csi_name), "iscsi_target": {"name_starts_with": f"{self.naming.prefix}-"}},
+            )
+            found = [
+                s
+                for s in legacy
+                if self.naming.classify_snapshot(s).owner is Owner.LEGACY and self._legacy_snapshot_ours(s)
+            ]
+        return found[0] if found else None
+
     def delete_snapshot(self, req: csi.DeleteSnapshotRequest) -> csi.DeleteSnapshotResponse:
         if not req.snapshot_id:
             raise invalid("snapshot_id is required")
         with self.locks.hold(req.snapshot_id):
-            snap = self._snapshot(req.snapshot_id)
+            snap = self._snapshot(req.snapshot_id, "delete it")
             if snap is not None:
                 self._zbs(f"deleting snapshot {req.snapshot_id}", self.client.snapshots.delete, snap["id"])
                 log.info("deleted snapshot", extra={"fields": {"snapshot_id": req.snapshot_id}})
@@ -653,53 +778,48 @@ class ControllerService:
         if not lun_id:
             return
         lun = self._zbs("reading a snapshot's volume", self.client.luns.get, id=lun_id)
-        if lun is None or not str(lun.get("name", "")).startswith(TRASH_PREFIX):
+        if lun is None or self.naming.classify_lun(lun) != Ownership(Owner.MINE, retired=True):
             return
         if self._zbs("listing snapshots", self.client.snapshots.list, {"iscsi_lun": {"id": lun_id}}):
             return
         self._zbs(f"deleting retired volume {lun.get('local_id')}", self.client.luns.delete, lun_id)
         self.pool.forget((lun.get("iscsi_target") or {}).get("id", ""))
-        self.pool.retire_if_empty((lun.get("iscsi_target") or {}).get("id", ""))
+        self.pool.retire_if_empty(lun.get("iscsi_target") or {})
         log.info("deleted a retired volume with its last snapshot", extra={"fields": {"lun": lun.get("local_id")}})
 
     def list_snapshots(self, req: csi.ListSnapshotsRequest) -> csi.ListSnapshotsResponse:
-        if req.max_entries < 0:
-            raise invalid("max_entries must not be negative")
-        where: dict[str, Any] = {"iscsi_target": {"name_starts_with": f"{self.pool.prefix}-"}}
+        limit = page_limit(req.max_entries)
+        where: dict[str, Any] = {}
         if req.snapshot_id:
             if not is_uuid(req.snapshot_id):
                 return csi.ListSnapshotsResponse()
             where["local_id"] = req.snapshot_id
         if req.source_volume_id:
-            lun = self._lun(req.source_volume_id)
+            lun = self._lun(req.source_volume_id, "list its snapshots")
             if lun is None:
                 return csi.ListSnapshotsResponse()
             where["iscsi_lun"] = {"id": lun["id"]}
-        snaps = self._zbs("listing snapshots", self.client.snapshots.list, where)
-        snaps = sorted(
-            (s for s in snaps if self.pool.owns((s.get("iscsi_target") or {}).get("name", ""))),
-            key=lambda s: s["local_id"],
-        )
-        start = _page(req.starting_token, len(snaps))
-        end = len(snaps) if req.max_entries == 0 else min(len(snaps), start + req.max_entries)
-        luns = {lun["id"]: lun for lun in self._all_luns(retired=True)} if snaps[start:end] else {}
-        entries = []
-        for s in snaps[start:end]:
-            src = luns.get((s.get("iscsi_lun") or {}).get("id", ""), {})
-            msg = csi.Snapshot(
+        items = self.listing.snapshots(where or self.listing.snapshot_scope(), req.starting_token, limit)
+        entries, token = take(items, limit, self._snapshot_entry)
+        return csi.ListSnapshotsResponse(entries=entries, next_token=token)
+
+    @staticmethod
+    def _snapshot_entry(item: Item) -> csi.ListSnapshotsResponse.Entry:
+        snap, src = item.obj or {}, item.related or {}
+        return csi.ListSnapshotsResponse.Entry(
+            snapshot=csi.Snapshot(
                 size_bytes=int(src.get("assigned_size") or 0),
-                snapshot_id=s["local_id"],
+                snapshot_id=snap["local_id"],
                 source_volume_id=src.get("local_id", ""),
-                creation_time=_timestamp(s.get("local_created_at")),
-                ready_to_use=not s.get("entityAsyncStatus"),
+                creation_time=_timestamp(snap.get("local_created_at")),
+                ready_to_use=not snap.get("entityAsyncStatus"),
             )
-            entries.append(csi.ListSnapshotsResponse.Entry(snapshot=msg))
-        return csi.ListSnapshotsResponse(entries=entries, next_token=str(end) if end < len(snaps) else "")
+        )
 
     def get_snapshot(self, req: csi.GetSnapshotRequest) -> csi.GetSnapshotResponse:
         if not req.snapshot_id:
             raise invalid("snapshot_id is required")
-        snap = self._snapshot(req.snapshot_id)
+        snap = self._snapshot(req.snapshot_id, "read it")
         if snap is None:
             raise not_found(f"snapshot {req.snapshot_id[:80]!r} does not exist")
         return csi.GetSnapshotResponse(snapshot=self._snapshot_msg(snap))

@@ -2,7 +2,10 @@
 
 The ZBS rules themselves (replica counts, stripe counts and sizes, size and boolean syntax)
 are the shared client's (plugins/module_utils): a StorageClass accepts exactly what the
-modules accept, in the same words.
+modules accept, in the same words. SmartX's own ZBS CSI driver spells two of them differently
+(``replicaFactor``, ``thinProvision``): those names are accepted as aliases, so its
+StorageClasses work unchanged, and a StorageClass that sets both spellings to different
+values is refused.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .caps import FS_TYPES
 from .errors import invalid
 from .zbs import parse_bool, validate_replica_num, validate_stripe_num, validate_stripe_size, zerr
 
@@ -69,23 +73,35 @@ def _qos(out: dict[str, Any], key: str, value: str) -> None:
         out["bps"] = _int(key, value, 0, MAX_BPS)
 
 
+def _replicas(key: str, value: str) -> int:
+    return validate_replica_num(_whole(key, value), key)
+
+
+def _thin(key: str, value: str) -> bool:
+    return parse_bool(value, key)
+
+
 # StorageClass key -> (VolumeParams field, the shared client's rule for its value).
 _ZBS_RULES: dict[str, tuple[str, Callable[[str, str], Any]]] = {
-    "replication.n": ("replica_num", lambda key, value: validate_replica_num(_whole(key, value), key)),
-    "thinProvisioning": ("thin_provision", lambda key, value: parse_bool(value, key)),
+    "replication.n": ("replica_num", _replicas),
+    "thinProvisioning": ("thin_provision", _thin),
     "stripeNum": ("stripe_num", lambda key, value: validate_stripe_num(_whole(key, value), key)),
     "stripeSize": ("stripe_size", lambda key, value: validate_stripe_size(value.strip(), key)),
+    # SmartX's ZBS CSI driver's names (its docs: "1"/"2"/"3", default "2"; "true"/"false", default "true").
+    "replicaFactor": ("replica_num", _replicas),
+    "thinProvision": ("thin_provision", _thin),
 }
 
 
 def parse_volume_params(params: dict[str, str]) -> VolumeParams:
     out: dict[str, Any] = {}
+    set_by: dict[str, str] = {}
     for key, value in sorted(params.items()):
         if key in PROVISIONER_METADATA:
             continue
         if key == FSTYPE_KEY:
-            if value not in ("", "ext4", "xfs"):
-                raise invalid(f"parameter {key!r} must be ext4 or xfs, got {value[:40]!r}")
+            if value and value not in FS_TYPES:
+                raise invalid(f"parameter {key!r} must be one of {', '.join(FS_TYPES)}, got {value[:40]!r}")
             out["fs_type"] = value
         elif key == "fsck":
             if value not in ("", "off", "preen"):
@@ -96,9 +112,15 @@ def parse_volume_params(params: dict[str, str]) -> VolumeParams:
         elif key in _ZBS_RULES:
             field, rule = _ZBS_RULES[key]
             try:
-                out[field] = rule(key, value)
+                parsed = rule(key, value)
             except zerr.ZbsValidationError as exc:
                 raise invalid(f"parameter {key!r}: {exc.rule}") from None
+            if field in set_by and out[field] != parsed:
+                raise invalid(
+                    f"parameters {set_by[field]!r} and {key!r} are two spellings of one setting "
+                    f"and disagree ({out[field]} vs {parsed}): keep one"
+                )
+            out[field], set_by[field] = parsed, key
         else:
             raise invalid(f"unknown parameter {key[:80]!r}")
     return VolumeParams(**out)

@@ -1,21 +1,21 @@
-"""Driver-owned targets: LUNs are packed into targets named ``<prefix>-<NNNN>``.
+"""Driver-owned targets: LUNs are packed into targets named by :class:`~.ownership.Naming`.
 
-ZBS allows 255 LUNs (ids 1-255) per target and makes striping a target property, so the
-driver keeps a pool of its own targets, fills each up to ``luns_per_target`` and creates the
-next one when all that match the wanted striping are full.
+ZBS allows 255 LUNs (ids 1-255) per target and makes striping and CHAP target properties, so
+the driver keeps a pool of its own targets per :class:`TargetClass`, fills each up to
+``luns_per_target`` and creates the next one when all of the wanted class are full.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from dataclasses import dataclass
 from typing import Any
 
-from .chap import random_secret
+from .chap import Chap, random_secret
 from .config import Config
 from .errors import precondition
+from .ownership import Naming, chap_class
 from .zbs import DEFAULT_STRIPE_NUM, DEFAULT_STRIPE_SIZE, ZbsClient, target_iqn, zerr
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,21 @@ def target_full(exc: Exception) -> bool:
     return "already holds" in text or "lun_id" in text or "no free" in text
 
 
+@dataclass(frozen=True)
+class TargetClass:
+    """What volumes sharing a target must agree on: striping, and the CHAP credentials."""
+
+    stripe: tuple[int, int] = (DEFAULT_STRIPE_NUM, DEFAULT_STRIPE_SIZE)
+    chap: Chap | None = None
+
+    @property
+    def chap_class(self) -> str:
+        return chap_class(self.chap.username, self.chap.username_in) if self.chap is not None else ""
+
+    def matches(self, slot: _TargetSlot) -> bool:
+        return slot.stripe == self.stripe and slot.chap_class == self.chap_class
+
+
 @dataclass
 class _TargetSlot:
     id: str
@@ -35,122 +50,151 @@ class _TargetSlot:
     counter: int
     luns: int
     stripe: tuple[int, int] = (DEFAULT_STRIPE_NUM, DEFAULT_STRIPE_SIZE)
+    chap_class: str = ""
 
 
 class TargetPool:
-    """Driver-owned targets named ``<prefix>-<counter>``, filled up to ``luns_per_target``.
+    """This cluster's targets, filled up to ``luns_per_target``, read lazily, newest first.
 
     Placement is serialized in-process and counted with reservations, so 50 concurrent
     creates never overfill a target; another replica's creates surface as the API refusing a
-    full target, which refreshes the view and moves on.
+    full target, which marks it full and moves on. Targets are read a page at a time, newest
+    first (the newest has room unless every target is full), so the first create after a start
+    reads one page whatever the number of targets; every target is read only when all those
+    read so far are full, and then a new one is made, numbered after all of them.
     """
 
-    def __init__(self, client: ZbsClient, cfg: Config) -> None:
+    PAGE = 8  # targets come with the ids of all their LUNs: keep pages small
+
+    def __init__(self, client: ZbsClient, cfg: Config, naming: Naming) -> None:
         self.client = client
         self.cfg = cfg
-        self.prefix = cfg.target_prefix.lower()
+        self.naming = naming
         self._lock = threading.Lock()
-        self._slots: dict[str, _TargetSlot] | None = None
-        self._pattern = re.compile(rf"^{re.escape(self.prefix)}-(\d+)$")
+        self._slots: dict[str, _TargetSlot] = {}
+        self._cursor: str | None = None  # the oldest target read so far
+        self._complete = False  # every target has been read
 
-    def owns(self, target_name: str) -> bool:
-        return bool(self._pattern.match(target_name or ""))
-
-    def _refresh(self) -> dict[str, _TargetSlot]:
-        slots = {}
-        for t in self.client.targets.list({"name_starts_with": f"{self.prefix}-"}):
-            m = self._pattern.match(t.get("name", ""))
-            if not m:
+    def _read_page(self) -> None:
+        """The next page of targets, older than every target read so far."""
+        page = self.client.targets.page(
+            {"name_starts_with": self.naming.target_prefix}, first=self.PAGE, after=self._cursor, descending=True
+        )
+        for t in page:
+            parsed = self.naming.parse_target(t.get("name", ""))
+            if parsed is None or t["id"] in self._slots:
                 continue
             count = (
                 len(t["luns"])
                 if isinstance(t.get("luns"), list)
                 else self.client.luns.count({"iscsi_target": {"id": t["id"]}})
             )
-            slots[t["id"]] = _TargetSlot(
-                t["id"], t["name"], t.get("iqn_name") or target_iqn(t["name"]), int(m[1]), count
+            stripe = (int(t.get("stripe_num") or DEFAULT_STRIPE_NUM), int(t.get("stripe_size") or DEFAULT_STRIPE_SIZE))
+            self._slots[t["id"]] = _TargetSlot(
+                t["id"],
+                t["name"],
+                t.get("iqn_name") or target_iqn(t["name"]),
+                parsed.counter,
+                count,
+                stripe,
+                parsed.chap_class,
             )
-        self._slots = slots
-        return slots
+        if page:
+            self._cursor = page[-1]["id"]
+        if len(page) < self.PAGE:
+            self._complete = True
 
-    def slot(self, target_id: str) -> _TargetSlot | None:
-        with self._lock:
-            slots = self._slots if self._slots is not None else self._refresh()
-            if target_id not in slots:
-                slots = self._refresh()
-            return slots.get(target_id)
+    def _forget_all(self) -> None:
+        """Read everything afresh from the next reservation on (another replica changed the targets)."""
+        self._slots, self._cursor, self._complete = {}, None, False
 
-    def reserve(self, stripe: tuple[int, int], exclude: set[str] | None = None) -> _TargetSlot:
-        """A target with room and the wanted striping (striping is a target property in ZBS)."""
+    def _with_room(self, klass: TargetClass, exclude: set[str]) -> _TargetSlot | None:
+        """A target read so far with room for ``klass``, reading older pages until one has room."""
+        while True:
+            for slot in sorted(self._slots.values(), key=lambda s: s.counter):
+                if slot.luns < self.cfg.luns_per_target and slot.id not in exclude and klass.matches(slot):
+                    return slot
+            if self._complete:
+                return None
+            self._read_page()
+
+    def reserve(self, klass: TargetClass, exclude: set[str] | None = None) -> _TargetSlot:
+        """A target of ``klass`` with room for one more LUN, made when none has room."""
         with self._lock:
-            slots = self._slots if self._slots is not None else self._refresh()
-            for slot in sorted(slots.values(), key=lambda s: s.counter):
-                if slot.luns < self.cfg.luns_per_target and slot.id not in (exclude or set()) and slot.stripe == stripe:
+            for _ in range(5):
+                slot = self._with_room(klass, exclude or set())
+                if slot is not None:
                     slot.luns += 1
                     return slot
-            counter = max((s.counter for s in slots.values()), default=0) + 1
-            for _ in range(5):
-                name = f"{self.prefix}-{counter:04d}"
-                chap: dict[str, Any] = {}
-                if self.cfg.chap:
-                    chap = {"chap_enabled": True, "chap_name": name, "chap_secret": random_secret()}
+                counter = max((s.counter for s in self._slots.values()), default=0) + 1
+                name = self.naming.target_name(counter, klass.chap_class)
                 try:
                     t = self.client.targets.create(
                         name,
-                        self.cluster_id(),
-                        **chap,
+                        self.zbs_cluster_id(),
+                        **self._chap_fields(klass, name),
                         replica_num=self.cfg.default_replica_num,
                         thin_provision=self.cfg.default_thin_provision,
-                        stripe_num=stripe[0],
-                        stripe_size=stripe[1],
-                        description="managed by zbs-csi; LUNs are Kubernetes volumes",
+                        stripe_num=klass.stripe[0],
+                        stripe_size=klass.stripe[1],
+                        description=self.naming.target_description,
                         iqn_whitelist="*/*",
                         ip_whitelist="*/*",
                     )
                 except zerr.ZbsApiError:
-                    # Another replica made it first: take what exists now.
-                    slots = self._refresh()
-                    existing = [s for s in slots.values() if s.name == name]
-                    if existing and existing[0].luns < self.cfg.luns_per_target and existing[0].stripe == stripe:
-                        existing[0].luns += 1
-                        return existing[0]
-                    counter = max((s.counter for s in slots.values()), default=counter) + 1
+                    # Another replica made it first: read the targets again (its new one included).
+                    self._forget_all()
                     continue
-                slot = _TargetSlot(t["id"], t["name"], t.get("iqn_name") or target_iqn(t["name"]), counter, 1, stripe)
-                slots[slot.id] = slot
+                iqn = t.get("iqn_name") or target_iqn(t["name"])
+                slot = _TargetSlot(t["id"], t["name"], iqn, counter, 1, klass.stripe, klass.chap_class)
+                self._slots[slot.id] = slot
                 log.info("created target", extra={"fields": {"target": name}})
                 return slot
             raise precondition("could not create a new driver target")
+
+    def _chap_fields(self, klass: TargetClass, name: str) -> dict[str, Any]:
+        """CHAP on for a CHAP class (and for the default class when the driver-wide ``chap`` is on).
+
+        The target's own credentials answer mutual CHAP: the class's ``username_in`` and
+        ``password_in`` when it has them, else a random secret nobody needs to know.
+        """
+        if klass.chap is not None and klass.chap.username_in:
+            return {"chap_enabled": True, "chap_name": klass.chap.username_in, "chap_secret": klass.chap.password_in}
+        if klass.chap is not None or self.cfg.chap:
+            return {"chap_enabled": True, "chap_name": name, "chap_secret": random_secret()}
+        return {}
 
     def release(self, target_id: str, made: bool) -> None:
         """Undo a reservation that did not become a LUN (``made`` False)."""
         if made:
             return
         with self._lock:
-            if self._slots and target_id in self._slots:
+            if target_id in self._slots:
                 self._slots[target_id].luns = max(0, self._slots[target_id].luns - 1)
 
     def forget(self, target_id: str) -> None:
         with self._lock:
-            if self._slots and target_id in self._slots:
+            if target_id in self._slots:
                 self._slots[target_id].luns = max(0, self._slots[target_id].luns - 1)
 
     def invalidate(self) -> None:
         """Forget the cached view (a target vanished under us): the next placement reads it afresh."""
         with self._lock:
-            self._slots = None
+            self._forget_all()
 
-    def retire_if_empty(self, target_id: str) -> None:
-        """Delete a driver target whose last LUN is gone, so deleted volumes leave no empty target behind.
+    def retire_if_empty(self, target: dict[str, Any]) -> None:
+        """Delete one of this driver's targets (``{id, name}``, a LUN's relation) once its last LUN is gone,
+        so deleted volumes leave no empty target behind; any other target (a static volume's) stays.
 
         Under the placement lock, so no create of this process is being placed into it; if
         another replica placed a LUN meanwhile, the API refuses to delete a target with LUNs
         and the target simply stays.
         """
-        if not target_id:
+        target_id = str(target.get("id") or "")
+        if not target_id or self.naming.parse_target(str(target.get("name") or "")) is None:
             return
         with self._lock:
-            slot = (self._slots or {}).get(target_id)
+            slot = self._slots.get(target_id)
             if slot is not None and slot.luns > 0:
                 return
             try:
@@ -160,18 +204,19 @@ class TargetPool:
             except zerr.ZbsError as exc:
                 log.info("kept an empty driver target: %s", exc, extra={"fields": {"target": target_id}})
                 return
-            if self._slots is not None:
-                self._slots.pop(target_id, None)
+            # Read afresh from the next reservation on: the gone target may be the paging cursor.
+            self._forget_all()
             log.info("deleted an empty driver target", extra={"fields": {"target": target_id}})
 
     def mark_full(self, target_id: str) -> None:
         with self._lock:
-            if self._slots and target_id in self._slots:
+            if target_id in self._slots:
                 self._slots[target_id].luns = self.cfg.luns_per_target
 
     _cluster: str | None = None
 
-    def cluster_id(self) -> str:
+    def zbs_cluster_id(self) -> str:
+        """The ZBS cluster's API id (``cluster`` in the config), not the Kubernetes cluster id."""
         if self._cluster is None:
             if self.cfg.cluster:
                 c = self.client.clusters.get(name=self.cfg.cluster)

@@ -877,6 +877,38 @@ class _Resource:
         """How many objects match ``where`` (one call, nothing transferred)."""
         return self._client.count(self.plural, where)
 
+    def page(
+        self,
+        where: Optional[Mapping[str, Any]] = None,
+        *,
+        first: int,
+        after: Optional[str] = None,
+        descending: bool = False,
+    ) -> List[Dict[str, Any]]:
+        """Up to ``first`` objects matching ``where`` whose id comes after ``after``, in id order (one call).
+
+        Keyset paging on the API's id: the cursor is a filter (``id_gt``, ``id_lt`` when
+        ``descending``), so it stays valid when the object it names is deleted meanwhile (the
+        API's ``after`` needs that object to exist), and a page deep into the list costs what
+        the first one does.
+        """
+        if isinstance(first, bool) or not isinstance(first, int) or not 1 <= first <= 1000:
+            raise ZbsValidationError("first", f"must be 1-1000, got {first!r}")
+        cond: Dict[str, Any] = dict(where or {})
+        if after is not None:
+            cursor = {"id_lt" if descending else "id_gt": validate_id(after, "after")}
+            cond = {"AND": [cond, cursor]} if cond else cursor
+        body: Dict[str, Any] = {"first": first, "orderBy": "id_DESC" if descending else "id_ASC"}
+        if cond:
+            body["where"] = cond
+        op = f"get-{self.plural}"
+        items = self._client.request(op, body, what=self.kind)
+        if not isinstance(items, list):
+            raise ZbsApiError(
+                200, f"expected a list, got {type(items).__name__}", f"/{op}", operation=op, object=self.kind
+            )
+        return items
+
     def _get(self, where: Dict[str, Any], what: str) -> Optional[Dict[str, Any]]:
         return self._client.query_one(f"get-{self.plural}", where, what=what)
 

@@ -127,6 +127,7 @@ def main() -> int:
         env.update(
             ZBS_CSI_DEFAULT_FSTYPE="xfs",  # ext4 online grow needs CAP_SYS_RESOURCE, absent on these VMs
             ZBS_CSI_DEFAULT_REPLICA_NUM="1",
+            ZBS_CSI_KUBERNETES_CLUSTER_ID="sanity",
             ZBS_CSI_CHAP="true",
             ZBS_CSI_LUNS_PER_TARGET="4",  # several targets get made and filled during the run
             ZBS_CSI_MAX_VOLUMES_PER_NODE="4",  # small, so the attach-limit spec stays quick

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from zbs_csi.chap import Chap
 from zbs_csi.node.connectors.base import AttachTarget, ConnectorError
-from zbs_csi.node.connectors.kernel import NODE_SETTINGS, KernelConnector, parse_sessions
+from zbs_csi.node.connectors.kernel import NODE_SETTINGS, KernelConnector, SessionTuning, parse_sessions
 from zbs_csi.node.runner import RecordingRunner, Result
 
 VOL = "0b7c7a3e-6f31-4f5c-9d0e-2a4b7c9d1e2f"
@@ -84,6 +84,31 @@ def connector(host: FakeHost, strategy: str = "chroot") -> tuple[KernelConnector
     runner = RecordingRunner(strategy=strategy, responders=[host.respond])
     conn = KernelConnector(runner, NODE, sysfs=str(host.sys), dev=str(host.dev), device_timeout=1, poll=0.01)
     return conn, runner
+
+
+def test_session_tuning_and_mutual_chap_reach_the_node_record(host: FakeHost, caplog: pytest.LogCaptureFixture) -> None:
+    """The configured queue depth, cmds_max and replacement_timeout, and mutual CHAP's _in
+    credentials, are written into the node record before the login; no secret is logged."""
+    host.add_lun(5, "sdc", "dm-1", VOL.replace("-", ""))
+    runner = RecordingRunner(strategy="chroot", responders=[host.respond])
+    tuning = SessionTuning(queue_depth=64, cmds_max=256, replacement_timeout=15)
+    conn = KernelConnector(
+        runner, NODE, sysfs=str(host.sys), dev=str(host.dev), device_timeout=1, poll=0.01, tuning=tuning
+    )
+    chap = Chap("node-1", "NodeSecret12345", "zbs-target", "TargetSecret12")
+    with caplog.at_level(logging.DEBUG):
+        conn.attach(AttachTarget(VOL, PORTAL, IQN, 5), chap)
+    node = ["chroot", "/host", "iscsiadm", "-m", "node", "-T", IQN, "-p", PORTAL]
+    login = runner.calls.index([*node, "--login"])
+    for key, value in (
+        ("node.session.queue_depth", "64"),
+        ("node.session.cmds_max", "256"),
+        ("node.session.timeo.replacement_timeout", "15"),
+        ("node.session.auth.username_in", "zbs-target"),
+        ("node.session.auth.password_in", "TargetSecret12"),
+    ):
+        assert runner.calls.index([*node, "-o", "update", "-n", key, "-v", value]) < login
+    assert "TargetSecret12" not in caplog.text and "NodeSecret12345" not in caplog.text
 
 
 def test_parse_sessions() -> None:

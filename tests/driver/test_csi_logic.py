@@ -48,7 +48,7 @@ def test_storage_class_parameters() -> None:
     )
     assert (p.fs_type, p.replica_num, p.thin_provision, p.stripe_num, p.stripe_size) == ("xfs", 3, False, 4, 131072)
     assert p.lun_fields() == {"thin_provision": False, "iops": 3000, "bps": 104857600}
-    for bad in ({"replicaFactor": "2"}, {"iops": "lots"}, {"stripeSize": "100Ki"}, {"replication.n": "5"}):
+    for bad in ({"bogus": "2"}, {"iops": "lots"}, {"stripeSize": "100Ki"}, {"replication.n": "5"}):
         c, msg = code(parse_volume_params, bad)
         assert c == grpc.StatusCode.INVALID_ARGUMENT and next(iter(bad)) in msg
     assert parse_mutable_params({"iops": "10"}) == {"iops": 10}
@@ -172,7 +172,7 @@ def test_mountinfo() -> None:
 def test_config_layers(tmp_path: Path) -> None:
     f = tmp_path / "c.json"
     f.write_text(json.dumps({"luns_per_target": 100, "connector": "kernel", "target_prefix": "file"}))
-    env = {"ZBS_HOST": "h", "ZBS_CSI_TARGET_PREFIX": "env", "ZBS_CSI_CHAP": "yes"}
+    env = {"ZBS_HOST": "h", "ZBS_CSI_TARGET_PREFIX": "env", "ZBS_CSI_CHAP": "yes", "ZBS_CSI_KUBERNETES_CLUSTER_ID": "k"}
     cfg = load_config(str(f), env=env, overrides={"connector": "userspace", "mode": None})
     assert (cfg.zbs_host, cfg.luns_per_target, cfg.connector, cfg.target_prefix, cfg.chap) == (
         "h",
@@ -183,7 +183,7 @@ def test_config_layers(tmp_path: Path) -> None:
     )
     pw = tmp_path / "pw"
     pw.write_text("s3cret\n")
-    cfg = load_config(None, env={"ZBS_CSI_ZBS_PASSWORD_FILE": str(pw)})
+    cfg = load_config(None, env={"ZBS_CSI_ZBS_PASSWORD_FILE": str(pw), "ZBS_CSI_MODE": "node"})
     assert cfg.password() == "s3cret" and "s3cret" not in repr(cfg)
     for bad in ({"ZBS_CSI_MODE": "both"}, {"ZBS_CSI_LUNS_PER_TARGET": "300"}, {"ZBS_CSI_CHAP": "maybe"}):
         with pytest.raises(ConfigError):

@@ -132,8 +132,9 @@ def node(tmp_path: Path) -> Iterator[Node]:
     env = clean_env(zl.env)
     env.update(
         ZBS_CSI_DEFAULT_REPLICA_NUM="1",
+        ZBS_CSI_KUBERNETES_CLUSTER_ID="teardown",
         ZBS_CSI_LOG_LEVEL="debug",
-        ZBS_CSI_REPLACEMENT_TIMEOUT=str(REPLACEMENT_TIMEOUT),
+        ZBS_CSI_ISCSI_REPLACEMENT_TIMEOUT=str(REPLACEMENT_TIMEOUT),
     )
     n = Node(
         tmp_path,

@@ -7,6 +7,7 @@ and it is simply these tests calling the CSI RPCs in the order Kubernetes would.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -135,6 +136,92 @@ class DriverProcess:
         return csi_grpc.NodeStub(self.channel)
 
 
+def write_data(path: Path, size: int) -> str:
+    data = os.urandom(size)
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return hashlib.sha256(data).hexdigest()
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class Kubelet:
+    """What kubelet + external-attacher do for one (volume, node)."""
+
+    def __init__(self, c: Cluster, node: str, work: Path) -> None:
+        self.c = c
+        self.plugin = c.a if node == NODE_A else c.b
+        self.node_id = node
+        self.work = work
+        self.attached: set[tuple[str, str]] = set()
+
+    def attach(
+        self, volume_id: str, cap: csi.VolumeCapability, pod: str, secrets: dict[str, str] | None = None
+    ) -> Path:
+        """ControllerPublish, NodeStage, NodePublish; ``secrets`` as the StorageClass's CHAP Secret."""
+        pub = self.c.ctrl.controller.ControllerPublishVolume(
+            csi.ControllerPublishVolumeRequest(
+                volume_id=volume_id, node_id=self.node_id, volume_capability=cap, secrets=secrets or {}
+            ),
+            timeout=120,
+        )
+        stage = self.work / f"stage-{volume_id}-{self.plugin.name}"
+        self.attached.add((volume_id, pod))
+        self.plugin.node.NodeStageVolume(
+            csi.NodeStageVolumeRequest(
+                volume_id=volume_id,
+                staging_target_path=str(stage),
+                publish_context=pub.publish_context,
+                volume_capability=cap,
+                secrets=secrets or {},
+            ),
+            timeout=300,
+        )
+        target = self.work / f"pod-{pod}" / "mount"
+        self.plugin.node.NodePublishVolume(
+            csi.NodePublishVolumeRequest(
+                volume_id=volume_id,
+                staging_target_path=str(stage),
+                target_path=str(target),
+                volume_capability=cap,
+            ),
+            timeout=120,
+        )
+        return target
+
+    def detach(self, volume_id: str, pod: str, *, controller: bool = True) -> None:
+        target = self.work / f"pod-{pod}" / "mount"
+        stage = self.work / f"stage-{volume_id}-{self.plugin.name}"
+        self.plugin.node.NodeUnpublishVolume(
+            csi.NodeUnpublishVolumeRequest(volume_id=volume_id, target_path=str(target)), timeout=120
+        )
+        assert not target.exists(), "NodeUnpublish must remove what it created at target_path"
+        self.plugin.node.NodeUnstageVolume(
+            csi.NodeUnstageVolumeRequest(volume_id=volume_id, staging_target_path=str(stage)), timeout=300
+        )
+        self.attached.discard((volume_id, pod))
+        if controller:
+            self.c.ctrl.controller.ControllerUnpublishVolume(
+                csi.ControllerUnpublishVolumeRequest(volume_id=volume_id, node_id=self.node_id), timeout=120
+            )
+
+    def release_all(self) -> None:
+        """After a failed test: detach what is still attached, so no mount outlives zbs-lite.
+
+        A mount whose iSCSI target is gone blocks whatever touches it (ext4's lazy-init thread,
+        another test's temp-dir cleanup) uninterruptibly in the kernel.
+        """
+        for volume_id, pod in sorted(self.attached):
+            try:
+                self.detach(volume_id, pod)
+            except (grpc.RpcError, AssertionError):
+                continue
+
+
 def sync_fs(path: Path) -> None:
     """Flush the file system holding ``path`` (syncfs). Not os.sync(): that waits on every file
     system of the machine, including another run's whose device has gone."""
@@ -187,16 +274,22 @@ def data_plane_present() -> bool:
 
 
 class Cluster:
-    """A controller and two nodes (A and B, each with its own initiator IQN) sharing one zbs-lite."""
+    """A controller and two nodes (A and B, each with its own initiator IQN) sharing one zbs-lite.
 
-    def __init__(self, work: Path, zl: ZbsLiteProcess, prefix: str, **env: str) -> None:
+    ``prefix`` names the driver's targets (``<prefix>-<cluster id>.NNNN``); the Kubernetes
+    cluster id defaults to ``k8s``, so clusters of one test differ by prefix or by id.
+    """
+
+    def __init__(self, work: Path, zl: ZbsLiteProcess, prefix: str, cluster_id: str = "k8s", **env: str) -> None:
         self.work = work
         self.zl = zl
         self.prefix = prefix
+        self.cluster_id = cluster_id
         base = clean_env(zl.env)
         base.update(
             {
                 "ZBS_CSI_TARGET_PREFIX": prefix,
+                "ZBS_CSI_KUBERNETES_CLUSTER_ID": cluster_id,
                 "ZBS_CSI_DEFAULT_REPLICA_NUM": "1",
                 "ZBS_CSI_LOG_LEVEL": "debug",
             }
@@ -226,12 +319,14 @@ class Cluster:
     def remove_targets(self) -> None:
         """Delete the (by now empty) targets the driver made, so the shared zbs-lite stays clean."""
         client = self.client()
-        for t in client.targets.list({"name_starts_with": f"{self.prefix}"}):
+        for t in client.targets.list({"name_starts_with": f"{self.prefix}-{self.cluster_id}."}):
             if not client.luns.list({"iscsi_target": {"id": t["id"]}}):
                 client.targets.delete(t["id"])
 
     def our_luns(self) -> list[dict]:
-        return self.client().luns.list({"iscsi_target": {"name_starts_with": f"{self.prefix}-"}})
+        """The LUNs in this cluster's targets."""
+        return self.client().luns.list({"iscsi_target": {"name_starts_with": f"{self.prefix}-{self.cluster_id}."}})
 
     def our_targets(self) -> list[dict]:
-        return self.client().targets.list({"name_starts_with": f"{self.prefix}-"})
+        """This cluster's driver targets."""
+        return self.client().targets.list({"name_starts_with": f"{self.prefix}-{self.cluster_id}."})

@@ -9,79 +9,13 @@ qemu-storage-daemon, mount or state file.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 import grpc
 import pytest
-from csi_harness import NODE_A, NODE_B, Cluster, GiB, host_leftovers, mount_cap, sync_fs
+from csi_harness import NODE_A, NODE_B, Cluster, GiB, Kubelet, digest, host_leftovers, mount_cap, sync_fs, write_data
 from zbs_csi.proto import csi_pb2 as csi
-
-
-def write_data(path: Path, size: int) -> str:
-    data = os.urandom(size)
-    with open(path, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    return hashlib.sha256(data).hexdigest()
-
-
-def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-class Kubelet:
-    """What kubelet + external-attacher do for one (volume, node)."""
-
-    def __init__(self, c: Cluster, node: str, work: Path) -> None:
-        self.c = c
-        self.plugin = c.a if node == NODE_A else c.b
-        self.node_id = node
-        self.work = work
-
-    def attach(self, volume_id: str, cap: csi.VolumeCapability, pod: str) -> Path:
-        pub = self.c.ctrl.controller.ControllerPublishVolume(
-            csi.ControllerPublishVolumeRequest(volume_id=volume_id, node_id=self.node_id, volume_capability=cap),
-            timeout=120,
-        )
-        stage = self.work / f"stage-{volume_id}-{self.plugin.name}"
-        self.plugin.node.NodeStageVolume(
-            csi.NodeStageVolumeRequest(
-                volume_id=volume_id,
-                staging_target_path=str(stage),
-                publish_context=pub.publish_context,
-                volume_capability=cap,
-            ),
-            timeout=300,
-        )
-        target = self.work / f"pod-{pod}" / "mount"
-        self.plugin.node.NodePublishVolume(
-            csi.NodePublishVolumeRequest(
-                volume_id=volume_id,
-                staging_target_path=str(stage),
-                target_path=str(target),
-                volume_capability=cap,
-            ),
-            timeout=120,
-        )
-        return target
-
-    def detach(self, volume_id: str, pod: str, *, controller: bool = True) -> None:
-        target = self.work / f"pod-{pod}" / "mount"
-        stage = self.work / f"stage-{volume_id}-{self.plugin.name}"
-        self.plugin.node.NodeUnpublishVolume(
-            csi.NodeUnpublishVolumeRequest(volume_id=volume_id, target_path=str(target)), timeout=120
-        )
-        assert not target.exists(), "NodeUnpublish must remove what it created at target_path"
-        self.plugin.node.NodeUnstageVolume(
-            csi.NodeUnstageVolumeRequest(volume_id=volume_id, staging_target_path=str(stage)), timeout=300
-        )
-        if controller:
-            self.c.ctrl.controller.ControllerUnpublishVolume(
-                csi.ControllerUnpublishVolumeRequest(volume_id=volume_id, node_id=self.node_id), timeout=120
-            )
 
 
 def create(c: Cluster, name: str, size: int, source: csi.VolumeContentSource | None = None) -> csi.Volume:

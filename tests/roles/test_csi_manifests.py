@@ -203,37 +203,127 @@ def test_disabling_the_snapshot_controller_removes_its_manifest(
     assert (tmp_path / "m" / "11-node.yaml").exists()
 
 
-def test_chap_is_driver_wide_and_reaches_both_plugins(playbook_runner: PlaybookRunner, tmp_path: Path) -> None:
-    """Volumes share targets, so a CHAP StorageClass needs zbs_csi_chap, and zbs_csi_chap needs CHAP everywhere."""
-    chap_class = [{"name": "secure", "chap_secret_name": "node-chap"}]
-    plain_class = [{"name": "plain"}]
-    for chap, classes in ((False, chap_class), (True, plain_class)):
-        out = tmp_path / f"refused-{chap}"
-        proc = playbook_runner.run(
-            PLAYBOOK,
-            {
-                "zbs_csi_render_only": True,
-                "zbs_csi_render_dir": str(out),
-                "zbs_csi_chap": chap,
-                "zbs_csi_storage_classes": classes,
-            },
-            check=False,
-        )
-        assert proc.returncode != 0
-        assert "CHAP is all or nothing" in proc.stdout
-        assert not list(out.glob("*.yaml"))
-
+def test_chap_per_storage_class(playbook_runner: PlaybookRunner, tmp_path: Path) -> None:
+    """A class's CHAP Secret is its provisioner, controller-publish and node-stage secret; the
+    controller may read exactly those Secrets; zbs_csi_chap needs a Secret on every class."""
+    classes = [
+        {"name": "plain"},
+        {"name": "gold", "chap_secret_name": "gold-chap"},
+        {"name": "platinum", "chap_secret_name": "plat-chap", "chap_secret_namespace": "tenant-a"},
+    ]
     out = tmp_path / "chap"
-    _render(playbook_runner, out, "converged", zbs_csi_chap=True, zbs_csi_storage_classes=chap_class)
+    _render(playbook_runner, out, "converged", zbs_csi_storage_classes=classes)
     docs = _load(out)
-    workloads = _objects(docs, "Deployment") + _objects(docs, "DaemonSet")
-    assert len(workloads) == 2
-    for workload in workloads:
+    scs = {sc["metadata"]["name"]: sc["parameters"] for sc in _objects(docs, "StorageClass")}
+    assert not any(k.endswith("-secret-name") for k in scs["plain"])
+    for name, secret, ns in (("gold", "gold-chap", "smartx-zbs-csi"), ("platinum", "plat-chap", "tenant-a")):
+        for use in ("provisioner", "controller-publish", "node-stage"):
+            assert scs[name][f"csi.storage.k8s.io/{use}-secret-name"] == secret
+            assert scs[name][f"csi.storage.k8s.io/{use}-secret-namespace"] == ns
+    roles = {(r["metadata"]["namespace"], r["metadata"]["name"]): r for r in _objects(docs, "Role")}
+    for ns, secret in (("smartx-zbs-csi", "gold-chap"), ("tenant-a", "plat-chap")):
+        (rule,) = roles[(ns, "zbs-csi-chap-secrets")]["rules"]
+        assert rule == {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [secret], "verbs": ["get"]}
+    bindings = {(b["metadata"]["namespace"], b["metadata"]["name"]): b for b in _objects(docs, "RoleBinding")}
+    assert bindings[("tenant-a", "zbs-csi-chap-secrets")]["subjects"][0]["name"] == "zbs-csi-controller"
+    for doc in [d for items in docs.values() for d in items]:
+        for version in K8S_VERSIONS:
+            if not doc["apiVersion"].startswith("snapshot.storage.k8s.io/"):
+                kubernetes_validate.validate(doc, version, strict=True)
+
+    refused = tmp_path / "refused"
+    proc = playbook_runner.run(
+        PLAYBOOK,
+        {
+            "zbs_csi_render_only": True,
+            "zbs_csi_render_dir": str(refused),
+            "zbs_csi_chap": True,
+            "zbs_csi_storage_classes": classes,
+        },
+        check=False,
+    )
+    assert (
+        proc.returncode != 0 and "every StorageClass needs chap_secret_name" in proc.stdout and "plain" in proc.stdout
+    )
+    assert not list(refused.glob("*.yaml"))
+    _render(playbook_runner, out, "converged", zbs_csi_chap=True, zbs_csi_storage_classes=classes[1:])
+    for workload in _objects(_load(out), "Deployment") + _objects(_load(out), "DaemonSet"):
         driver = next(c for c in workload["spec"]["template"]["spec"]["containers"] if c["name"] == "zbs-csi")
         assert {"name": "ZBS_CSI_CHAP", "value": "true"} in driver["env"]
-    sc = _objects(docs, "StorageClass")[0]
-    assert sc["parameters"]["csi.storage.k8s.io/node-stage-secret-name"] == "node-chap"
-    assert sc["parameters"]["csi.storage.k8s.io/controller-publish-secret-name"] == "node-chap"
+
+
+def _driver_env(docs: dict[str, list[dict[str, Any]]], kind: str) -> dict[str, dict[str, Any]]:
+    (workload,) = [w for w in _objects(docs, kind) if w["metadata"]["name"].startswith("zbs-csi-")]
+    driver = next(c for c in workload["spec"]["template"]["spec"]["containers"] if c["name"] == "zbs-csi")
+    return {e["name"]: e for e in driver["env"]}
+
+
+def test_kubernetes_cluster_id_is_made_once_and_kept(playbook_runner: PlaybookRunner, tmp_path: Path) -> None:
+    out = tmp_path / "m"
+    _render(playbook_runner, out, "converged")
+    kept = (out / "kubernetes-cluster-id").read_text().strip()
+    assert kept.startswith("k8s-") and len(kept) == 16
+    docs = _load(out)
+    (cm,) = [c for c in _objects(docs, "ConfigMap") if c["metadata"]["name"] == "zbs-csi-identity"]
+    assert cm["data"]["kubernetes-cluster-id"] == kept
+    env = _driver_env(docs, "Deployment")
+    assert env["ZBS_CSI_KUBERNETES_CLUSTER_ID"]["valueFrom"]["configMapKeyRef"] == {
+        "name": "zbs-csi-identity",
+        "key": "kubernetes-cluster-id",
+    }
+    assert env["ZBS_CSI_ADOPT_LEGACY"]["value"] == "false"
+    # A re-run keeps it (and changes nothing); naming the same id is fine; another one is refused.
+    assert recap(_render(playbook_runner, out, "converged"))["changed"] == 0
+    assert recap(_render(playbook_runner, out, "converged", zbs_csi_kubernetes_cluster_id=kept))["changed"] == 0
+    proc = playbook_runner.run(
+        PLAYBOOK,
+        {"zbs_csi_render_only": True, "zbs_csi_render_dir": str(out), "zbs_csi_kubernetes_cluster_id": "prod-east"},
+        check=False,
+    )
+    assert proc.returncode != 0 and "never changes" in proc.stdout and kept in proc.stdout
+    assert (out / "kubernetes-cluster-id").read_text().strip() == kept
+    # A new render directory takes the given id; a malformed one is refused.
+    fresh = tmp_path / "fresh"
+    _render(playbook_runner, fresh, "converged", zbs_csi_kubernetes_cluster_id="prod-east")
+    assert (fresh / "kubernetes-cluster-id").read_text().strip() == "prod-east"
+    bad = playbook_runner.run(
+        PLAYBOOK,
+        {
+            "zbs_csi_render_only": True,
+            "zbs_csi_render_dir": str(tmp_path / "bad"),
+            "zbs_csi_kubernetes_cluster_id": "Prod_East",
+        },
+        check=False,
+    )
+    assert bad.returncode != 0 and "lower-case" in bad.stdout
+
+
+def test_smartx_names_and_session_tuning(playbook_runner: PlaybookRunner, tmp_path: Path) -> None:
+    """SmartX's StorageClass (its parameter names, ext3) renders; the iSCSI settings reach the node plugin."""
+    classes = [{"name": "smartx", "fstype": "ext3", "parameters": {"replicaFactor": "2", "thinProvision": "false"}}]
+    out = tmp_path / "m"
+    _render(
+        playbook_runner,
+        out,
+        "converged",
+        zbs_csi_storage_classes=classes,
+        zbs_csi_iscsi_queue_depth=64,
+        zbs_csi_iscsi_cmds_max=256,
+        zbs_csi_iscsi_replacement_timeout=15,
+    )
+    docs = _load(out)
+    (sc,) = _objects(docs, "StorageClass")
+    assert sc["parameters"] == {
+        "csi.storage.k8s.io/fstype": "ext3",
+        "replicaFactor": "2",
+        "thinProvision": "false",
+    }
+    env = _driver_env(docs, "DaemonSet")
+    assert {k: env[f"ZBS_CSI_ISCSI_{k}"]["value"] for k in ("QUEUE_DEPTH", "CMDS_MAX", "REPLACEMENT_TIMEOUT")} == {
+        "QUEUE_DEPTH": "64",
+        "CMDS_MAX": "256",
+        "REPLACEMENT_TIMEOUT": "15",
+    }
 
 
 def test_manifests_go_to_the_home_directory_not_into_the_collection(

@@ -11,7 +11,7 @@ from .runner import CommandError, Runner
 
 log = logging.getLogger(__name__)
 
-SUPPORTED_FS = ("ext4", "xfs")
+EXT = ("ext2", "ext3", "ext4")
 
 
 @dataclass(frozen=True)
@@ -48,8 +48,10 @@ class Filesystems:
         return fs
 
     def mkfs(self, device: str, fs_type: str) -> None:
-        if fs_type == "ext4":
-            argv = ["mkfs.ext4", "-F", "-q", "-E", "nodiscard,lazy_itable_init=1,lazy_journal_init=1", device]
+        if fs_type in EXT:
+            # ext2 has no journal, so no lazy_journal_init; mke2fs -t picks each one's features.
+            lazy = "nodiscard,lazy_itable_init=1" + (",lazy_journal_init=1" if fs_type != "ext2" else "")
+            argv = ["mke2fs", "-t", fs_type, "-F", "-q", "-E", lazy, device]
         elif fs_type == "xfs":
             argv = ["mkfs.xfs", "-f", "-q", "-K", device]
         else:
@@ -92,7 +94,7 @@ class Filesystems:
         self.runner.run(["umount", "--lazy", path] if lazy else ["umount", path], timeout=120)
 
     def grow(self, device: str, mount_path: str, fs_type: str) -> None:
-        if fs_type == "ext4":
+        if fs_type in EXT:
             self.runner.run(["resize2fs", device], timeout=600)
         elif fs_type == "xfs":
             self.runner.run(["xfs_growfs", mount_path], timeout=600)

@@ -25,7 +25,7 @@ from ..ids import is_iqn, is_uuid
 from ..locks import KeyedLocks
 from ..proto import csi_pb2 as csi
 from .connectors import AttachTarget, Connector, ConnectorError
-from .fs import Filesystems, FsError
+from .fs import EXT, Filesystems, FsError
 from .mounts import find_mount, read_mounts
 from .publish_rules import check_publish
 from .runner import CommandError, Runner
@@ -218,7 +218,7 @@ class NodeService:
             self.fs.mkfs(rec.device, rec.fs_type)
         elif found != rec.fs_type:
             raise precondition(f"volume {rec.volume_id} holds {found}, not the requested {rec.fs_type}")
-        elif preen and found == "ext4" and not rec.readonly:
+        elif preen and found in EXT and not rec.readonly:
             # Opt-in (StorageClass fsck: preen). xfs is never repaired automatically.
             problem = self.fs.preen(rec.device)
             if problem:

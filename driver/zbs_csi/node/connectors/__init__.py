@@ -16,11 +16,12 @@ def make_connector(cfg: Config, runner: Runner) -> Connector:
             cfg.state_dir,
             cfg.node_id,
             timeout=cfg.command_timeout,
-            replacement_timeout=cfg.replacement_timeout,
+            replacement_timeout=cfg.iscsi_replacement_timeout,
         )
-    from .kernel import KernelConnector
+    from .kernel import KernelConnector, SessionTuning
 
-    return KernelConnector(runner, cfg.node_id, multipath=cfg.multipath)
+    tuning = SessionTuning(cfg.iscsi_queue_depth, cfg.iscsi_cmds_max, cfg.iscsi_replacement_timeout)
+    return KernelConnector(runner, cfg.node_id, multipath=cfg.multipath, tuning=tuning)
 
 
 __all__ = ["AttachTarget", "Attachment", "Chap", "Connector", "ConnectorError", "make_connector"]

@@ -27,21 +27,43 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ...chap import PASSWORD_IN_KEY, PASSWORD_KEY, USER_IN_KEY, USER_KEY
 from ..runner import CommandError, Runner
 from .base import Attachment, AttachTarget, Chap, ConnectorError
 
 log = logging.getLogger(__name__)
 
-# Recommended initiator settings of the ZBS guide, plus what CSI-managed sessions need.
+# Recommended initiator settings of the ZBS guide, plus what CSI-managed sessions need; the
+# tunable ones (SessionTuning) follow.
 NODE_SETTINGS = (
     ("node.startup", "manual"),
     ("node.session.scan", "manual"),
-    ("node.session.queue_depth", "128"),
     ("node.conn[0].timeo.login_timeout", "5"),
     ("node.session.initial_login_retry_max", "24"),
-    ("node.session.cmds_max", "1024"),
     ("node.session.iscsi.DefaultTime2Wait", "1"),
 )
+
+
+@dataclass(frozen=True)
+class SessionTuning:
+    """The per-session settings SmartX's driver also exposes (config ``iscsi_*``, role ``zbs_csi_iscsi_*``).
+
+    ``replacement_timeout`` is how long the SCSI layer holds I/O while the session is down
+    before failing it to the filesystem (or to dm-multipath); see docs/csi-driver.md for how
+    the default relates to the measured failover pauses.
+    """
+
+    queue_depth: int = 128
+    cmds_max: int = 1024
+    replacement_timeout: int = 120
+
+    def settings(self) -> tuple[tuple[str, str], ...]:
+        return (
+            ("node.session.queue_depth", str(self.queue_depth)),
+            ("node.session.cmds_max", str(self.cmds_max)),
+            ("node.session.timeo.replacement_timeout", str(self.replacement_timeout)),
+        )
+
 
 _SESSION_LINE = re.compile(r"^(\w+): \[(\d+)\] (\S+?),(\d+) (\S+)")
 
@@ -81,10 +103,12 @@ class KernelConnector:
         sysfs: str = "/sys",
         dev: str = "/dev",
         multipath: bool = True,
+        tuning: SessionTuning | None = None,
         device_timeout: float = 30.0,
         poll: float = 0.2,
     ) -> None:
         self.runner = runner
+        self.tuning = tuning or SessionTuning()
         self.initiator = initiator
         self.sys = Path(sysfs)
         self.dev = Path(dev)
@@ -156,14 +180,18 @@ class KernelConnector:
                 return s
         node = ("-m", "node", "-T", target.target_iqn, "-p", target.portal)
         self._iscsiadm(*node, "-o", "new")
-        for key, value in NODE_SETTINGS:
+        for key, value in NODE_SETTINGS + self.tuning.settings():
             self._iscsiadm(*node, "-o", "update", "-n", key, "-v", value)
         if chap is not None:
             self._iscsiadm(*node, "-o", "update", "-n", "node.session.auth.authmethod", "-v", "CHAP")
-            self._iscsiadm(*node, "-o", "update", "-n", "node.session.auth.username", "-v", chap.username)
-            self._iscsiadm(
-                *node, "-o", "update", "-n", "node.session.auth.password", "-v", chap.password, secret=chap.password
-            )
+            self._iscsiadm(*node, "-o", "update", "-n", USER_KEY, "-v", chap.username)
+            self._iscsiadm(*node, "-o", "update", "-n", PASSWORD_KEY, "-v", chap.password, secret=chap.password)
+            if chap.username_in:
+                # Mutual: open-iscsi then refuses a target that cannot prove these credentials.
+                self._iscsiadm(*node, "-o", "update", "-n", USER_IN_KEY, "-v", chap.username_in)
+                self._iscsiadm(
+                    *node, "-o", "update", "-n", PASSWORD_IN_KEY, "-v", chap.password_in, secret=chap.password_in
+                )
         try:
             self._iscsiadm(*node, "--login")
         except ConnectorError:

@@ -140,11 +140,16 @@ class UserspaceConnector:
 
         This checks identity (a LUN id reused after a delete is another volume) and access
         (masking, CHAP) before anything is created on the host. libiscsi takes the CHAP
-        secret from its environment, never from argv.
+        secrets from its environment, never from argv. Mutual CHAP is checked here: this
+        login fails when the target cannot prove the ``_in`` credentials. (qemu-storage-daemon
+        has no setting for the target's credentials, so its own session is one-way CHAP.)
         """
         env: dict[str, str] = {}
         if chap is not None:
             env = {"LIBISCSI_CHAP_USERNAME": chap.username, "LIBISCSI_CHAP_PASSWORD": chap.password}
+            if chap.username_in:
+                env["LIBISCSI_CHAP_TARGET_USERNAME"] = chap.username_in
+                env["LIBISCSI_CHAP_TARGET_PASSWORD"] = chap.password_in
         url = f"iscsi://{target.portal}/{target.target_iqn}/{target.lun}"
         argv = ["iscsi-inq", "--initiator-name", self.initiator, "--evpd", "1", "--pagecode", "128", url]
         try:
