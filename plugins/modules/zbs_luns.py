@@ -15,7 +15,7 @@ description:
   - Reads the target's LUNs with one query, computes every change, and only then writes - all new LUNs in one
     C(create-iscsi-lun) call, LUNs that need the same change in one C(update-iscsi-lun) call, and with O(purge)
     the unlisted LUNs in one C(delete-iscsi-lun) call. A run that changes nothing makes the login and one read
-    (and a read of the target when it has no LUNs: a missing target is an error, not an empty one).
+    (and a read of the target when it has no LUNs - a missing target is an error, not an empty one).
   - Each LUN follows the rules of M(smartx.zbs.zbs_lun) - a new LUN is B(closed) unless its O(luns[].allowed_initiators)
     opens it (V(["*"]) for everybody), sizes only grow (see O(smaller_size)), C(replica_num) only goes up,
     C(thin_provision) and C(lun_id) cannot change.
