@@ -39,6 +39,13 @@ if ((${#missing[@]})); then
   # With Recommends: podman needs netavark and catatonit from them, as tested here.
   apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+# qemu for the node VMs of the vm stage: its Recommends are a desktop's worth of GUI libraries.
+if ! dpkg-query -W -f='${Status}' qemu-system-x86 2>/dev/null | grep -q 'install ok installed'; then
+  [ "$(id -u)" -eq 0 ] || { log "missing apt package qemu-system-x86; run as root or install it"; exit 1; }
+  log "installing apt package: qemu-system-x86"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-system-x86 >/dev/null
+fi
 
 # --- virtualenv -----------------------------------------------------------------------
 # Both distributions editable (zbs-lite at the root, zbs-csi in driver/) and the dev group.

@@ -270,6 +270,8 @@ def env_lines(data_dir: Path) -> list[str]:
         "ZBS_CA_PATH": state["ca_path"],
         "ZBS_VALIDATE_CERTS": "true",
         "ZBS_ISCSI_PORTAL": state["vip"],
+        # every chunk server's own portal: one multipath path each (docs/csi-driver.md, Multipath)
+        "ZBS_ISCSI_DATA_PORTALS": ",".join(c["portal"] for c in state["chunks"]),
         "ZBS_CLUSTER": state["cluster"],
     }
     return [f"export {k}={shlex.quote(str(v))}" for k, v in values.items()]

@@ -47,6 +47,9 @@ class Config:
     zbs_wait_timeout: float = 300.0
     cluster: str = ""
     portal: str = ""
+    # The storage nodes' own iSCSI portals (host:3261, comma-separated): with multipath on,
+    # nodes make one session (one path) to each instead of one through the VIP.
+    data_portals: str = ""
     # controller
     # The Kubernetes cluster's id (SmartX's driver: clusterID), in every target and LUN name:
     # required by the controller, never changed once volumes exist (see ownership.py).
@@ -123,6 +126,14 @@ class Config:
             raise ConfigError("size_granularity must be a positive multiple of 512 bytes")
         if self.max_volumes_per_node < 1:
             raise ConfigError("max_volumes_per_node must be at least 1")
+        for portal in self.data_portal_list:
+            host, _, port = portal.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536 or any(c in host for c in "/?#@% "):
+                raise ConfigError(f"data_portals: {portal!r} is not host:port")
+
+    @property
+    def data_portal_list(self) -> list[str]:
+        return [p.strip() for p in self.data_portals.split(",") if p.strip()]
 
     @property
     def socket_path(self) -> str:
@@ -138,6 +149,7 @@ _ENV_ALIASES = {
     "zbs_timeout": "ZBS_TIMEOUT",
     "cluster": "ZBS_CLUSTER",
     "portal": "ZBS_ISCSI_PORTAL",
+    "data_portals": "ZBS_ISCSI_DATA_PORTALS",
 }
 
 

@@ -471,9 +471,10 @@ class ControllerService:
                 log.info("published", extra={"fields": {"node": req.node_id}})
             self._readonly[key] = req.readonly
             iqn = target.get("iqn_name") or target_iqn(target["name"])
-            return csi.ControllerPublishVolumeResponse(
-                publish_context={"portal": self.portal(), "targetIqn": iqn, "lun": str(lun["lun_id"])}
-            )
+            context = {"portal": self.portal(), "targetIqn": iqn, "lun": str(lun["lun_id"])}
+            if self.cfg.data_portals:
+                context["portals"] = ",".join(self.cfg.data_portal_list)
+            return csi.ControllerPublishVolumeResponse(publish_context=context)
 
     def _check_attach_limit(self, node_id: str) -> None:
         """RESOURCE_EXHAUSTED when the node already has ``max_volumes_per_node`` volumes published.

@@ -1,235 +1,514 @@
-"""The kernel connector's command sequence, against a recording runner and a fake sysfs tree.
+"""The kernel connector's command sequence, against a recording runner and a fake sysfs/dev tree.
 
 The kernel iSCSI initiator (iscsi_tcp) cannot run on these machines, so this is the one place
-the host is simulated: ``iscsiadm``/``multipath`` are recorded and answered by responders,
-and /sys is a directory tree the test builds the way the kernel would lay it out.
+the host is simulated: ``iscsiadm``/``multipath``/``udevadm`` are recorded and answered by
+responders, /sys is a directory tree laid out the way the kernel does, and /dev holds real
+block device nodes (mknod) so device-node checks run for real. The same connector runs
+against a real kernel in qemu VMs in tests/vm (the ``vm`` stage): that is where the timing
+(udev, multipathd) is proven; this file pins the decisions.
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
+import os
+import stat
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from zbs_csi.chap import Chap
 from zbs_csi.node.connectors.base import AttachTarget, ConnectorError
-from zbs_csi.node.connectors.kernel import NODE_SETTINGS, KernelConnector, SessionTuning, parse_sessions
+from zbs_csi.node.connectors.kernel import (
+    DATA_PORTAL_SETTINGS,
+    NODE_SETTINGS,
+    KernelConnector,
+    SessionTuning,
+    parse_sessions,
+)
 from zbs_csi.node.runner import RecordingRunner, Result
+from zbs_csi.node.scsi_inquiry import InquiryError, parse_unit_serial, read_unit_serial, vpd_inquiry_cdb
 
 VOL = "0b7c7a3e-6f31-4f5c-9d0e-2a4b7c9d1e2f"
 OTHER = "11111111-2222-4333-8444-555555555555"
 IQN = "iqn.2016-02.com.smartx:system:zbs-csi-0001"
-PORTAL = "10.0.0.10:3260"
+VIP = "10.0.0.10:3260"
+DATA = ("10.0.0.11:3261", "10.0.0.12:3261")
 NODE = "iqn.2026-01.com.example:node-1"
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="block device nodes need mknod (root)")
 
 
 def vpd80(serial: str) -> bytes:
     return bytes([0, 0x80, 0, len(serial)]) + serial.encode()
 
 
-class FakeHost:
-    """sysfs for one iSCSI session (sid 3, SCSI host 2) with LUNs as sdX under one dm map each."""
+def wwid_of(volume_id: str) -> str:
+    return "36" + volume_id.replace("-", "")[:31]
 
-    def __init__(self, root: Path) -> None:
+
+class FakeHost:
+    """A host with one SCSI host per iSCSI session; LUNs appear as sdX, maps as dm-N."""
+
+    def __init__(self, root: Path, *, maps_on_uevent: bool = True) -> None:
         self.sys = root / "sys"
         self.dev = root / "dev"
-        self.logged_in = False
+        (self.dev / "mapper").mkdir(parents=True)
+        self.maps_on_uevent = maps_on_uevent  # find_multipaths no: multipathd maps every path at once
+        self.sessions: dict[str, int] = {}  # portal -> sid
+        self.dead: set[str] = set()
+        self.wwids: set[str] = set()
+        self.luns: dict[tuple[str, int], str] = {}  # (portal, lun) -> volume id
+        self.disks: dict[str, str] = {}  # sdX -> volume id
         self.logout_rc = 0
         self.flush_failures = 0
-        sess = self.sys / "class/iscsi_session/session3"
-        (sess / "device/target2:0:0").mkdir(parents=True)
+        self._next_disk = 0
+        self._lock = threading.Lock()
+
+    def serve(self, portal: str, lun: int, volume_id: str) -> None:
+        self.luns[(portal, lun)] = volume_id
+
+    def _login(self, portal: str) -> None:
+        sid = len(self.sessions) + 3
+        host = sid + 4
+        self.sessions[portal] = sid
+        sess = self.sys / f"class/iscsi_session/session{sid}"
+        (sess / f"device/target{host}:0:0").mkdir(parents=True, exist_ok=True)
         (sess / "state").write_text("LOGGED_IN\n")
-        (self.sys / "class/scsi_host/host2").mkdir(parents=True)
-        (self.sys / "class/scsi_host/host2/scan").write_text("")
+        (self.sys / f"class/scsi_host/host{host}").mkdir(parents=True, exist_ok=True)
+        (self.sys / f"class/scsi_host/host{host}/scan").write_text("")
+        for (p, lun), vol in self.luns.items():
+            if p == portal:
+                self._disk(host, lun, vol)
 
-    def add_lun(self, lun: int, disk: str, dm: str, serial: str) -> None:
-        (self.sys / f"class/scsi_device/2:0:0:{lun}/device/block/{disk}").mkdir(parents=True)
-        dev = self.sys / f"block/{disk}/device"
-        dev.mkdir(parents=True)
-        (dev / "vpd_pg80").write_bytes(vpd80(serial))
-        (dev / "state").write_text("running\n")
-        (dev / "delete").write_text("")
-        (dev / "rescan").write_text("")
-        (self.sys / f"block/{disk}/holders/{dm}").mkdir(parents=True)
-        (self.sys / f"block/{dm}/dm").mkdir(parents=True)
-        (self.sys / f"block/{dm}/dm/name").write_text(f"mpath-{disk}\n")
-        (self.sys / f"block/{dm}/dm/uuid").write_text(f"mpath-36{serial}\n")
-        (self.sys / f"block/{dm}/slaves/{disk}").mkdir(parents=True)
-        (self.sys / f"block/{dm}/size").write_text(str(4 * 1024 * 1024 * 2))
+    def _disk(self, host: int, lun: int, volume_id: str) -> None:
+        disk = f"sd{chr(ord('a') + self._next_disk)}"
+        self.disks[disk] = volume_id
+        self._next_disk += 1
+        minor = 16 * self._next_disk
+        (self.sys / f"class/scsi_device/{host}:0:0:{lun}/device/block/{disk}").mkdir(parents=True)
+        d = self.sys / f"block/{disk}"
+        (d / "device").mkdir(parents=True)
+        (d / "holders").mkdir()
+        (d / "dev").write_text(f"8:{minor}\n")
+        (d / "size").write_text(str(2 * 1024**3 // 512))
+        for name, value in (("state", "running\n"), ("delete", ""), ("rescan", "")):
+            (d / "device" / name).write_text(value)
+        (d / "device/vpd_pg80").write_bytes(vpd80(volume_id.replace("-", "")))
+        os.mknod(self.dev / disk, stat.S_IFBLK | 0o600, os.makedev(8, minor))
+        if self.maps_on_uevent or wwid_of(volume_id) in self.wwids:
+            self._map(disk, volume_id)
 
-    def respond(self, argv: list[str], _stdin: str | None) -> Result | None:
+    def _map(self, disk: str, volume_id: str) -> None:
+        wwid = wwid_of(volume_id)
+        dm = next((u.parent.parent.name for u in self.sys.glob("block/dm-*/dm/uuid") if wwid in u.read_text()), "")
+        if not dm:
+            n = len(list(self.sys.glob("block/dm-*")))
+            dm = f"dm-{n}"
+            (self.sys / f"block/{dm}/dm").mkdir(parents=True)
+            (self.sys / f"block/{dm}/dm/name").write_text(wwid + "\n")
+            (self.sys / f"block/{dm}/dm/uuid").write_text(f"mpath-{wwid}\n")
+            (self.sys / f"block/{dm}/dev").write_text(f"253:{n}\n")
+            (self.sys / f"block/{dm}/size").write_text(str(4 * 1024**3 // 512))
+            os.mknod(self.dev / "mapper" / wwid, stat.S_IFBLK | 0o600, os.makedev(253, n))
+        (self.sys / f"block/{dm}/slaves/{disk}").mkdir(parents=True, exist_ok=True)
+        (self.sys / f"block/{disk}/holders/{dm}").mkdir(parents=True, exist_ok=True)
+
+    def volume_of(self, disk: str) -> str:
+        return self.disks[disk]
+
+    def respond(self, argv: list[str], stdin: str | None) -> Result | None:
+        with self._lock:  # the connector logs in to several portals at once; the fake kernel is one
+            return self._respond(argv, stdin)
+
+    def _respond(self, argv: list[str], _stdin: str | None) -> Result | None:
         if argv[:3] == ["iscsiadm", "-m", "session"]:
-            if not self.logged_in:
+            if not self.sessions:
                 return Result(argv, 21, "", "iscsiadm: No active sessions.")
-            return Result(argv, 0, f"tcp: [3] {PORTAL},1 {IQN} (non-flash)\n")
+            lines = [f"tcp: [{sid}] {p},1 {IQN} (non-flash)" for p, sid in self.sessions.items()]
+            return Result(argv, 0, "\n".join(lines) + "\n")
+        portal = argv[argv.index("-p") + 1] if "-p" in argv else ""
         if "--login" in argv:
-            self.logged_in = True
+            if portal in self.dead:
+                return Result(argv, 8, "", "iscsiadm: connection refused")
+            self._login(portal)
         if "--logout" in argv:
             if self.logout_rc:
                 return Result(argv, self.logout_rc, "", "iscsiadm: Could not logout: session busy")
-            self.logged_in = False
+            del self.sessions[portal]
+        if argv[:2] == ["udevadm", "info"]:
+            disk = argv[-1].rsplit("/", 1)[-1]
+            return Result(argv, 0, f"DEVNAME=/dev/{disk}\nID_SERIAL={wwid_of(self.volume_of(disk))}\n")
+        if argv[:2] == ["cat", "/etc/multipath/wwids"]:
+            return Result(argv, 0, "# wwids\n" + "".join(f"/{w}/\n" for w in sorted(self.wwids)))
+        if argv[:2] == ["multipath", "-a"]:
+            self.wwids.add(wwid_of(self.volume_of(argv[2].rsplit("/", 1)[-1])))
+        if argv[:2] == ["multipath", "-w"]:
+            self.wwids.discard(argv[2])
+        if argv[:3] == ["multipathd", "add", "path"]:
+            self._map(argv[3], self.volume_of(argv[3]))
         if argv[:2] == ["multipath", "-f"] and self.flush_failures:
             self.flush_failures -= 1
             return Result(argv, 1, "", "map in use")
         return None
 
+    def inquiry(self, device: str) -> str:
+        """What an INQUIRY through ``device`` answers: the serial of the path behind it."""
+        rdev = os.stat(device).st_rdev
+        for dev in self.sys.glob("block/*/dev"):
+            if dev.read_text().strip() == f"{os.major(rdev)}:{os.minor(rdev)}":
+                name = dev.parent.name
+                disk = name if name.startswith("sd") else sorted(p.name for p in (dev.parent / "slaves").iterdir())[0]
+                return self.volume_of(disk).replace("-", "")
+        raise AssertionError(f"no device {device}")
 
-@pytest.fixture
-def host(tmp_path: Path) -> FakeHost:
-    return FakeHost(tmp_path)
+
+class Checkpoints(list[dict[str, Any]]):
+    def __call__(self, data: dict[str, Any]) -> None:
+        self.append({k: list(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
 def connector(host: FakeHost, strategy: str = "chroot") -> tuple[KernelConnector, RecordingRunner]:
     runner = RecordingRunner(strategy=strategy, responders=[host.respond])
-    conn = KernelConnector(runner, NODE, sysfs=str(host.sys), dev=str(host.dev), device_timeout=1, poll=0.01)
+    conn = KernelConnector(
+        runner, NODE, sysfs=str(host.sys), dev=str(host.dev), device_timeout=1, poll=0.01, inquiry=host.inquiry
+    )
     return conn, runner
 
 
-def test_session_tuning_and_mutual_chap_reach_the_node_record(host: FakeHost, caplog: pytest.LogCaptureFixture) -> None:
+def bare(calls: list[list[str]]) -> list[list[str]]:
+    """Commands without the host-exec prefix."""
+    out = []
+    for c in calls:
+        if c[:2] == ["chroot", "/host"]:
+            c = c[2:]
+        elif "--" in c:
+            c = c[c.index("--") + 1 :]
+        out.append(c)
+    return out
+
+
+def test_session_tuning_and_mutual_chap_reach_the_node_record(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """The configured queue depth, cmds_max and replacement_timeout, and mutual CHAP's _in
     credentials, are written into the node record before the login; no secret is logged."""
-    host.add_lun(5, "sdc", "dm-1", VOL.replace("-", ""))
+    host = FakeHost(tmp_path)
+    host.serve(VIP, 5, VOL)
     runner = RecordingRunner(strategy="chroot", responders=[host.respond])
     tuning = SessionTuning(queue_depth=64, cmds_max=256, replacement_timeout=15)
     conn = KernelConnector(
-        runner, NODE, sysfs=str(host.sys), dev=str(host.dev), device_timeout=1, poll=0.01, tuning=tuning
-    )
+        runner, NODE, sysfs=str(host.sys), dev=str(host.dev), device_timeout=1, poll=0.01, tuning=tuning,
+        inquiry=host.inquiry,
+    )  # fmt: skip
     chap = Chap("node-1", "NodeSecret12345", "zbs-target", "TargetSecret12")
     with caplog.at_level(logging.DEBUG):
-        conn.attach(AttachTarget(VOL, PORTAL, IQN, 5), chap)
-    node = ["chroot", "/host", "iscsiadm", "-m", "node", "-T", IQN, "-p", PORTAL]
-    login = runner.calls.index([*node, "--login"])
-    for key, value in (
+        conn.attach(AttachTarget(VOL, VIP, IQN, 5), chap, Checkpoints())
+    calls = bare(runner.calls)
+    node = ["iscsiadm", "-m", "node", "-T", IQN, "-p", VIP]
+    update = next(c for c in calls if c[: len(node) + 2] == [*node, "-o", "update"])
+    pairs = set(zip(update[len(node) + 3 :: 4], update[len(node) + 5 :: 4], strict=True))
+    assert {
         ("node.session.queue_depth", "64"),
         ("node.session.cmds_max", "256"),
         ("node.session.timeo.replacement_timeout", "15"),
         ("node.session.auth.username_in", "zbs-target"),
         ("node.session.auth.password_in", "TargetSecret12"),
-    ):
-        assert runner.calls.index([*node, "-o", "update", "-n", key, "-v", value]) < login
+    } <= pairs
+    assert calls.index(update) < calls.index([*node, "--login"])
     assert "TargetSecret12" not in caplog.text and "NodeSecret12345" not in caplog.text
 
 
 def test_parse_sessions() -> None:
-    text = f"tcp: [3] {PORTAL},1 {IQN} (non-flash)\ntcp: [12] [fd00::1]:3260,1 iqn.x:y (non-flash)\n"
+    text = f"tcp: [3] {VIP},1 {IQN} (non-flash)\ntcp: [12] [fd00::1]:3260,1 iqn.x:y (non-flash)\n"
     sessions = parse_sessions(text)
-    assert [(s.sid, s.portal, s.target_iqn) for s in sessions] == [(3, PORTAL, IQN), (12, "[fd00::1]:3260", "iqn.x:y")]
+    assert [(s.sid, s.portal, s.target_iqn) for s in sessions] == [(3, VIP, IQN), (12, "[fd00::1]:3260", "iqn.x:y")]
     assert parse_sessions("iscsiadm: No active sessions.") == []
 
 
-def test_attach_logs_in_once_scans_only_its_lun_and_never_logs_the_chap_secret(
-    host: FakeHost, caplog: pytest.LogCaptureFixture
-) -> None:
-    host.add_lun(5, "sdc", "dm-1", VOL.replace("-", ""))
+def test_one_path_per_data_portal_and_the_map_is_the_device(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    host = FakeHost(tmp_path)
+    for p in DATA:
+        host.serve(p, 5, VOL)
     conn, runner = connector(host)
     secret = "TopSecretChap42"
     with caplog.at_level(logging.DEBUG):
-        att = conn.attach(AttachTarget(VOL, PORTAL, IQN, 5), Chap("node-1", secret))
-    assert att.device == str(host.dev / "mapper" / "mpath-sdc")
-    assert att.data["paths"] == ["sdc"] and att.data["dm"] == "dm-1"
-    assert (host.sys / "class/scsi_host/host2/scan").read_text() == "0 0 5"  # this LUN only, no wildcard
-    node = ["chroot", "/host", "iscsiadm", "-m", "node", "-T", IQN, "-p", PORTAL]
-    assert [*node, "-o", "new"] in runner.calls
-    for key, value in NODE_SETTINGS:
-        assert [*node, "-o", "update", "-n", key, "-v", value] in runner.calls
-    assert ("node.startup", "manual") in NODE_SETTINGS and ("node.session.scan", "manual") in NODE_SETTINGS
-    assert [*node, "-o", "update", "-n", "node.session.auth.password", "-v", secret] in runner.calls
-    assert runner.calls.index([*node, "--login"]) > runner.calls.index(
-        [*node, "-o", "update", "-n", "node.session.auth.password", "-v", secret]
-    )
+        att = conn.attach(AttachTarget(VOL, VIP, IQN, 5, portals=DATA), Chap("node-1", secret), Checkpoints())
+    assert att.device == str(host.dev / "mapper" / wwid_of(VOL))
+    assert att.data["portals"] == list(DATA) and len(att.data["hctls"]) == 2
+    calls = bare(runner.calls)
+    for p in DATA:
+        node = ["iscsiadm", "-m", "node", "-T", IQN, "-p", p]
+        assert [*node, "-o", "new"] in calls and [*node, "--login"] in calls
+        update = next(c for c in calls if c[: len(node) + 2] == [*node, "-o", "update"])  # one call, every setting
+        pairs = list(zip(update[len(node) + 3 :: 4], update[len(node) + 5 :: 4], strict=True))
+        assert set(NODE_SETTINGS + DATA_PORTAL_SETTINGS) <= set(pairs)
+        assert ("node.session.auth.password", secret) in pairs
+        assert calls.index([*node, "--login"]) > calls.index(update), "CHAP is set before the login"
+    assert not any(VIP in c for c in calls), "with data portals the VIP is not a path"
     assert secret not in caplog.text
-
-    # A second volume of the same target reuses the session: no second login.
-    host.add_lun(6, "sdd", "dm-2", OTHER.replace("-", ""))
-    before = len(runner.calls)
-    conn.attach(AttachTarget(OTHER, PORTAL, IQN, 6), None)
-    assert not any("--login" in c for c in runner.calls[before:])
-    assert (host.sys / "class/scsi_host/host2/scan").read_text() == "0 0 6"
+    for h in (7, 8):
+        assert (host.sys / f"class/scsi_host/host{h}/scan").read_text() == "0 0 5"  # this LUN only
+    conn.verify(att.device, att.data, VOL)
 
 
-def test_a_reused_lun_id_with_another_volume_is_refused(host: FakeHost) -> None:
-    host.add_lun(5, "sdc", "dm-1", OTHER.replace("-", ""))  # LUN 5 now belongs to another volume
+def test_without_data_portals_one_session_through_the_vip(tmp_path: Path) -> None:
+    host = FakeHost(tmp_path)
+    host.serve(VIP, 5, VOL)
+    conn, runner = connector(host)
+    att = conn.attach(AttachTarget(VOL, VIP, IQN, 5), None, Checkpoints())
+    assert att.data["portals"] == [VIP]
+    assert ["iscsiadm", "-m", "node", "-T", IQN, "-p", VIP, "--login"] in bare(runner.calls)
+
+
+def test_a_dead_data_portal_leaves_the_other_paths_and_all_dead_falls_back_to_the_vip(tmp_path: Path) -> None:
+    host = FakeHost(tmp_path)
+    for p in (*DATA, VIP):
+        host.serve(p, 5, VOL)
+    host.dead = {DATA[0]}
+    conn, _ = connector(host)
+    att = conn.attach(AttachTarget(VOL, VIP, IQN, 5, portals=DATA), None, Checkpoints())
+    assert att.data["portals"] == [DATA[1]] and len(att.data["hctls"]) == 1
+
+    host2 = FakeHost(tmp_path / "2")
+    host2.serve(VIP, 5, VOL)
+    host2.dead = set(DATA)
+    conn2, _ = connector(host2)
+    att2 = conn2.attach(AttachTarget(VOL, VIP, IQN, 5, portals=DATA), None, Checkpoints())
+    assert att2.data["portals"] == [VIP]
+
+
+def test_strict_multipath_gets_the_wwid_registered_and_it_is_forgotten_on_detach(tmp_path: Path) -> None:
+    """Debian's find_multipaths strict maps only known WWIDs: the driver registers and removes its own."""
+    host = FakeHost(tmp_path, maps_on_uevent=False)
+    host.serve(VIP, 5, VOL)
+    conn, runner = connector(host)
+    seen = Checkpoints()
+    t = AttachTarget(VOL, VIP, IQN, 5)
+    att = conn.attach(t, None, seen)
+    assert att.device == str(host.dev / "mapper" / wwid_of(VOL))
+    assert att.data["wwid_added"] and wwid_of(VOL) in host.wwids
+    assert any(c.get("wwid_added") for c in seen), "registered before the wait, so a crash still forgets it"
+    calls = bare(runner.calls)
+    assert calls.index(["multipath", "-a", "/dev/sda"]) < calls.index(["multipathd", "add", "path", "sda"])
+    conn.detach(t, att.data, [])
+    assert wwid_of(VOL) not in host.wwids
+    assert not host.sessions
+
+
+def test_a_wwid_the_admin_registered_is_never_removed(tmp_path: Path) -> None:
+    host = FakeHost(tmp_path, maps_on_uevent=False)
+    host.serve(VIP, 5, VOL)
+    host.wwids = {wwid_of(VOL), "3600a0b80000000000000000000000001"}
+    conn, runner = connector(host)
+    t = AttachTarget(VOL, VIP, IQN, 5)
+    att = conn.attach(t, None, Checkpoints())
+    assert not att.data.get("wwid_added")
+    conn.detach(t, att.data, [])
+    assert host.wwids == {wwid_of(VOL), "3600a0b80000000000000000000000001"}
+    assert not any(c[:2] == ["multipath", "-w"] for c in bare(runner.calls))
+
+
+def test_checkpoints_come_before_each_step_that_leaves_something(tmp_path: Path) -> None:
+    host = FakeHost(tmp_path, maps_on_uevent=False)
+    host.serve(VIP, 5, VOL)
+    conn, _ = connector(host)
+    seen = Checkpoints()
+    conn.attach(AttachTarget(VOL, VIP, IQN, 5), None, seen)
+    assert seen[0] == {"target_iqn": IQN, "portals": [VIP], "hctls": []}, "the record exists before the login"
+    assert any(c["hctls"] and "wwid" not in c for c in seen), "the path is recorded before it is scanned"
+
+
+def test_an_interrupted_attach_is_undone_from_its_checkpoint(tmp_path: Path) -> None:
+    """A plugin killed after login and scan: detach with the partial record leaves nothing."""
+    host = FakeHost(tmp_path, maps_on_uevent=False)
+    host.serve(VIP, 5, VOL)
+    conn, runner = connector(host)
+    seen = Checkpoints()
+    t = AttachTarget(VOL, VIP, IQN, 5)
+    conn.attach(t, None, seen)
+    partial = next(c for c in seen if c["hctls"] and "wwid" not in c)
+    (host.sys / "block/dm-0").rename(host.sys / "gone-dm-0")  # the map was never built
+    conn.detach(t, partial, [])
+    assert (host.sys / "block/sda/device/delete").read_text() == "1"
+    assert ["iscsiadm", "-m", "node", "-T", IQN, "-p", VIP, "--logout"] in bare(runner.calls)
+    assert ["iscsiadm", "-m", "node", "-T", IQN, "-p", VIP, "-o", "delete"] in bare(runner.calls)
+
+
+def test_a_masked_lun_fails_at_once_instead_of_waiting_for_a_device(tmp_path: Path) -> None:
+    host = FakeHost(tmp_path)
+    host.serve(VIP, 6, VOL)  # the session shows LUN 6 only: LUN 5 is masked for this node
+    conn, _ = connector(host)
+    conn.device_timeout = 60
+    t0 = time.monotonic()
+    with pytest.raises(ConnectorError, match="not visible"):
+        conn.attach(AttachTarget(VOL, VIP, IQN, 5), None, Checkpoints())
+    assert time.monotonic() - t0 < 10
+
+
+def test_a_path_multipathd_takes_late_is_refused_when_multipath_is_off(tmp_path: Path) -> None:
+    """multipathd acts after udev: the claim can come after attach; verify (before probe, mkfs) sees it."""
+    host = FakeHost(tmp_path, maps_on_uevent=False)
+    host.serve(VIP, 5, VOL)
+    conn, _ = connector(host)
+    conn.multipath = False
+    att = conn.attach(AttachTarget(VOL, VIP, IQN, 5), None, Checkpoints())
+    conn.verify(att.device, att.data, VOL)
+    host._map("sda", VOL)  # multipathd (find_multipaths no) takes the path now
+    with pytest.raises(ConnectorError, match="multipath is off") as exc:
+        conn.verify(att.device, att.data, VOL)
+    assert not exc.value.retryable
+
+
+def test_a_vpd_page_missing_after_the_scan_is_read_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    host = FakeHost(tmp_path)
+    host.serve(VIP, 5, VOL)
+    sysfs_read = KernelConnector._read_bytes
+
+    def kernel(path: Path) -> bytes:  # the scan's INQUIRY for page 0x80 failed: no page until a rescan
+        if path.name == "vpd_pg80" and (path.parent / "rescan").read_text() != "1":
+            return b""
+        return sysfs_read(path)
+
+    monkeypatch.setattr(KernelConnector, "_read_bytes", staticmethod(kernel))
+    conn, _ = connector(host)
+    att = conn.attach(AttachTarget(VOL, VIP, IQN, 5), None, Checkpoints())
+    assert (host.sys / "block/sda/device/rescan").read_text() == "1", "the connector asked for a rescan"
+    assert att.device.endswith(wwid_of(VOL))
+
+
+def test_a_reused_lun_id_with_another_volume_is_refused(tmp_path: Path) -> None:
+    host = FakeHost(tmp_path)
+    host.serve(VIP, 5, OTHER)  # LUN 5 now belongs to another volume
     conn, _ = connector(host)
     with pytest.raises(ConnectorError) as exc:
-        conn.attach(AttachTarget(VOL, PORTAL, IQN, 5), None)
+        conn.attach(AttachTarget(VOL, VIP, IQN, 5), None, Checkpoints())
     assert not exc.value.retryable and "refusing" in str(exc.value)
 
 
-def test_detach_keeps_a_shared_session_and_logs_out_with_the_last_volume(host: FakeHost) -> None:
-    host.add_lun(5, "sdc", "dm-1", VOL.replace("-", ""))
-    host.add_lun(6, "sdd", "dm-2", OTHER.replace("-", ""))
+def test_verify_refuses_a_node_that_is_not_the_volume(tmp_path: Path) -> None:
+    host = FakeHost(tmp_path)
+    host.serve(VIP, 5, VOL)
+    host.serve(VIP, 6, OTHER)
+    conn, _ = connector(host)
+    t = AttachTarget(VOL, VIP, IQN, 5)
+    att = conn.attach(t, None, Checkpoints())
+    conn.attach(AttachTarget(OTHER, VIP, IQN, 6), None, Checkpoints())
+    other_map = str(host.dev / "mapper" / wwid_of(OTHER))
+    with pytest.raises(ConnectorError) as exc:
+        conn.verify(other_map, att.data, VOL)
+    assert not exc.value.retryable
+    with pytest.raises(ConnectorError) as exc:
+        conn.verify(str(tmp_path / "missing"), att.data, VOL)
+    assert exc.value.retryable, "a device node that is not there yet is worth another try"
+    conn.inquiry = lambda _dev: OTHER.replace("-", "")  # the node answers as another LUN
+    with pytest.raises(ConnectorError, match="answers as"):
+        conn.verify(att.device, att.data, VOL)
+
+
+def test_with_multipath_off_a_path_held_by_multipathd_is_refused(tmp_path: Path) -> None:
+    host = FakeHost(tmp_path)  # multipathd maps it anyway (find_multipaths no)
+    host.serve(VIP, 5, VOL)
+    conn, _ = connector(host)
+    conn.multipath = False
+    with pytest.raises(ConnectorError, match="multipath"):
+        conn.attach(AttachTarget(VOL, VIP, IQN, 5), None, Checkpoints())
+    host2 = FakeHost(tmp_path / "2", maps_on_uevent=False)
+    host2.serve(VIP, 5, VOL)
+    conn2, runner2 = connector(host2)
+    conn2.multipath = False
+    att = conn2.attach(AttachTarget(VOL, VIP, IQN, 5), None, Checkpoints())
+    assert att.device == str(host2.dev / "sda") and "wwid" not in att.data
+    assert not any(c[0].startswith("multipath") for c in bare(runner2.calls))
+
+
+def test_detach_keeps_shared_sessions_and_logs_out_with_the_last_volume(tmp_path: Path) -> None:
+    host = FakeHost(tmp_path)
+    for p in DATA:
+        host.serve(p, 5, VOL)
+        host.serve(p, 6, OTHER)
     conn, runner = connector(host, strategy="nsenter")
-    a = conn.attach(AttachTarget(VOL, PORTAL, IQN, 5), None)
-    b = conn.attach(AttachTarget(OTHER, PORTAL, IQN, 6), None)
+    ta, tb = AttachTarget(VOL, VIP, IQN, 5, portals=DATA), AttachTarget(OTHER, VIP, IQN, 6, portals=DATA)
+    a = conn.attach(ta, None, Checkpoints())
+    b = conn.attach(tb, None, Checkpoints())
+    assert sum("--login" in c for c in runner.calls) == 2, "the second volume reuses both sessions"
     host.flush_failures = 2
     n = len(runner.calls)
-    conn.detach(AttachTarget(VOL, PORTAL, IQN, 5), a.data, [AttachTarget(OTHER, PORTAL, IQN, 6)])
-    calls = [c[c.index("--") + 1 :] if "--" in c else c for c in runner.calls[n:]]
-    assert calls.count(["multipath", "-f", "mpath-sdc"]) == 3  # retried while the map was busy
-    assert (host.sys / "block/sdc/device/delete").read_text() == "1"
-    assert ["multipath", "-w", "36" + VOL.replace("-", "")] in calls
-    assert not any("--logout" in c for c in calls), "another staged volume still uses the session"
+    conn.detach(ta, a.data, [tb])
+    calls = bare(runner.calls[n:])
+    assert calls.count(["multipath", "-f", wwid_of(VOL)]) == 3  # retried while the map was busy
+    mine = [d for d, v in host.disks.items() if v == VOL]
+    theirs = [d for d, v in host.disks.items() if v == OTHER]
+    assert len(mine) == 2 and all((host.sys / f"block/{d}/device/delete").read_text() == "1" for d in mine)
+    assert all((host.sys / f"block/{d}/device/delete").read_text() == "" for d in theirs), "the others' paths stay"
+    assert not any("--logout" in c for c in calls), "another staged volume still uses the sessions"
 
     n = len(runner.calls)
-    conn.detach(AttachTarget(OTHER, PORTAL, IQN, 6), b.data, [])
-    calls = [c[c.index("--") + 1 :] if "--" in c else c for c in runner.calls[n:]]
-    order = [c for c in calls if c[0] == "iscsiadm" and ("--logout" in c or "delete" in c)]
+    conn.detach(tb, b.data, [])
+    order = [c for c in bare(runner.calls[n:]) if c[0] == "iscsiadm" and ("--logout" in c or "delete" in c)]
     assert order == [
-        ["iscsiadm", "-m", "node", "-T", IQN, "-p", PORTAL, "--logout"],
-        ["iscsiadm", "-m", "node", "-T", IQN, "-p", PORTAL, "-o", "delete"],
-    ]
+        x for p in DATA for x in (["iscsiadm", "-m", "node", "-T", IQN, "-p", p, "--logout"],
+                                  ["iscsiadm", "-m", "node", "-T", IQN, "-p", p, "-o", "delete"])
+    ]  # fmt: skip
 
 
-def test_a_failed_logout_is_retryable_and_deletes_nothing(host: FakeHost) -> None:
-    host.add_lun(5, "sdc", "dm-1", VOL.replace("-", ""))
+def test_a_failed_logout_is_retryable_and_deletes_nothing(tmp_path: Path) -> None:
+    host = FakeHost(tmp_path)
+    host.serve(VIP, 5, VOL)
     conn, runner = connector(host)
-    att = conn.attach(AttachTarget(VOL, PORTAL, IQN, 5), None)
+    t = AttachTarget(VOL, VIP, IQN, 5)
+    att = conn.attach(t, None, Checkpoints())
     host.logout_rc = 8
     n = len(runner.calls)
     with pytest.raises(ConnectorError) as exc:
-        conn.detach(AttachTarget(VOL, PORTAL, IQN, 5), att.data, [])
+        conn.detach(t, att.data, [])
     assert exc.value.retryable
     assert not any("-o" in c and "delete" in c for c in runner.calls[n:])
 
 
-def test_expand_rescans_every_path_then_resizes_the_map(host: FakeHost) -> None:
-    host.add_lun(5, "sdc", "dm-1", VOL.replace("-", ""))
+def test_expand_rescans_every_path_then_resizes_the_map(tmp_path: Path) -> None:
+    host = FakeHost(tmp_path)
+    for p in DATA:
+        host.serve(p, 5, VOL)
     conn, runner = connector(host)
-    att = conn.attach(AttachTarget(VOL, PORTAL, IQN, 5), None)
-    size = conn.resize(AttachTarget(VOL, PORTAL, IQN, 5), att.data, 4 * 1024**3)
-    assert (host.sys / "block/sdc/device/rescan").read_text() == "1"
-    assert runner.calls[-1][-4:] == ["multipathd", "resize", "map", "mpath-sdc"]
+    t = AttachTarget(VOL, VIP, IQN, 5, portals=DATA)
+    att = conn.attach(t, None, Checkpoints())
+    size = conn.resize(t, att.data, 4 * 1024**3)
+    assert all((host.sys / f"block/{d}/device/rescan").read_text() == "1" for d in ("sda", "sdb"))
+    assert bare(runner.calls)[-1] == ["multipathd", "resize", "map", wwid_of(VOL)]
     assert size == 4 * 1024**3
 
 
-def test_condition_reports_a_dead_session_and_a_map_without_paths(host: FakeHost) -> None:
-    host.add_lun(5, "sdc", "dm-1", VOL.replace("-", ""))
-    conn, _ = connector(host)
-    att = conn.attach(AttachTarget(VOL, PORTAL, IQN, 5), None)
-    assert conn.condition(att.data) is None
-    (host.sys / "block/sdc/device/state").write_text("offline\n")
-    assert "no active path" in (conn.condition(att.data) or "")
-    (host.sys / "class/iscsi_session/session3/state").write_text("FAILED\n")
-    assert "FAILED" in (conn.condition(att.data) or "")
-
-
-def test_a_fresh_session_without_a_scsi_target_yet_is_scanned_on_its_host(tmp_path: Path) -> None:
-    """Real sysfs: the session's device links to .../hostN/sessionM; no target dir before a scan."""
+def test_condition_reports_dead_sessions_and_a_map_without_paths(tmp_path: Path) -> None:
     host = FakeHost(tmp_path)
-    session_dir = host.sys / "devices/platform/host7/session3"
-    session_dir.mkdir(parents=True)
-    link = host.sys / "class/iscsi_session/session3/device"
-    shutil.rmtree(link)
-    link.symlink_to(session_dir)
-    (host.sys / "class/scsi_host/host7").mkdir(parents=True)
-    (host.sys / "class/scsi_host/host7/scan").write_text("")
-    (host.sys / "class/scsi_device/7:0:0:2/device/block/sde").mkdir(parents=True)
-    dev = host.sys / "block/sde/device"
-    dev.mkdir(parents=True)
-    (dev / "vpd_pg80").write_bytes(vpd80(VOL.replace("-", "")))
+    for p in DATA:
+        host.serve(p, 5, VOL)
     conn, _ = connector(host)
-    conn.multipath = False
-    att = conn.attach(AttachTarget(VOL, PORTAL, IQN, 2), None)
-    assert (host.sys / "class/scsi_host/host7/scan").read_text() == "0 0 2"
-    assert att.device == str(host.dev / "sde") and att.data["hctl"] == "7:0:0:2"
+    att = conn.attach(AttachTarget(VOL, VIP, IQN, 5, portals=DATA), None, Checkpoints())
+    assert conn.condition(att.data, VOL) is None
+    (host.sys / "class/iscsi_session/session3/state").write_text("FAILED\n")
+    assert conn.condition(att.data, VOL) is None, "one path of two down: degraded, still healthy"
+    for d in ("sda", "sdb"):
+        (host.sys / f"block/{d}/device/state").write_text("offline\n")
+    assert "no active path" in (conn.condition(att.data, VOL) or "")
+    (host.sys / "class/iscsi_session/session4/state").write_text("FAILED\n")
+    assert "FAILED" in (conn.condition(att.data, VOL) or "")
+
+
+def test_probe_reports_missing_multipathd(tmp_path: Path) -> None:
+    host = FakeHost(tmp_path)
+    conn, runner = connector(host)
+    assert conn.missing() == []
+    runner.responders.insert(
+        0, lambda argv, _s: Result(argv, 1, "", "can't connect") if argv[:2] == ["multipathd", "show"] else None
+    )
+    assert conn.missing() == ["a running multipathd (systemctl enable --now multipathd)"]
+
+
+def test_unit_serial_inquiry_request_and_answer() -> None:
+    assert vpd_inquiry_cdb(0x80) == bytes([0x12, 0x01, 0x80, 0x00, 0xFC, 0x00])  # EVPD, page 0x80, 252 bytes
+    assert parse_unit_serial(vpd80("0B7C7A3E6F314F5C ")) == "0b7c7a3e6f314f5c"
+    assert parse_unit_serial(bytes([0, 0x83, 0, 4]) + b"abcd") == "", "another page is not a serial"
+    assert parse_unit_serial(b"\0\x80") == ""
+    with pytest.raises(InquiryError):
+        read_unit_serial("/nonexistent/device")

@@ -143,12 +143,24 @@ def test_publish_context_is_validated() -> None:
     ok = AttachTarget.from_context(
         "v", {"portal": "127.0.0.1:3260", "targetIqn": "iqn.2016-02.com.smartx:system:t", "lun": "3"}
     )
-    assert (ok.portal, ok.lun) == ("127.0.0.1:3260", 3)
+    assert (ok.portal, ok.lun, ok.portals) == ("127.0.0.1:3260", 3, ())
+    paths = AttachTarget.from_context(
+        "v",
+        {
+            "portal": "10.0.0.1:3260",
+            "portals": "10.0.0.11:3261, 10.0.0.12:3261",
+            "targetIqn": "iqn.2016-02.com.smartx:system:t",
+            "lun": "3",
+        },
+    )
+    assert paths.portals == ("10.0.0.11:3261", "10.0.0.12:3261")
     for bad in (
         {"portal": "h:1/x", "targetIqn": "iqn.2016-02.com.smartx:system:t", "lun": "1"},
         {"portal": "h:99999", "targetIqn": "iqn.2016-02.com.smartx:system:t", "lun": "1"},
         {"portal": "h:1", "targetIqn": "-o", "lun": "1"},
         {"portal": "h:1", "targetIqn": "iqn.2016-02.com.smartx:system:t", "lun": "1 2"},
+        {"portal": "h:1", "portals": "h:2,-o", "targetIqn": "iqn.2016-02.com.smartx:system:t", "lun": "1"},
+        {"portal": "h:1", "portals": "h:2/x", "targetIqn": "iqn.2016-02.com.smartx:system:t", "lun": "1"},
     ):
         with pytest.raises(ConnectorError):
             AttachTarget.from_context("v", bad)
@@ -191,6 +203,16 @@ def test_config_layers(tmp_path: Path) -> None:
     f.write_text(json.dumps({"no_such_key": 1}))
     with pytest.raises(ConfigError, match="no_such_key"):
         load_config(str(f), env={})
+
+
+def test_data_portals_come_from_zbs_lite_env_and_are_validated() -> None:
+    base = {"ZBS_CSI_KUBERNETES_CLUSTER_ID": "k"}
+    cfg = load_config(None, env={**base, "ZBS_ISCSI_DATA_PORTALS": "10.0.0.11:3261, 10.0.0.12:3261,"})
+    assert cfg.data_portal_list == ["10.0.0.11:3261", "10.0.0.12:3261"]
+    assert load_config(None, env=base).data_portal_list == []
+    for bad in ("10.0.0.11", "10.0.0.11:99999", "h:1/x", "-o x:1"):
+        with pytest.raises(ConfigError, match="data_portals"):
+            load_config(None, env={**base, "ZBS_ISCSI_DATA_PORTALS": bad})
 
 
 def test_logs_are_json_with_context_and_without_secrets() -> None:

@@ -57,6 +57,8 @@ def test_daemon_status_env_chunk_stop(tmp_path: Path) -> None:
             "ZBS_CLUSTER",
         }
         assert env["ZBS_HOST"] == st["api_url"] and env["ZBS_ISCSI_PORTAL"] == st["vip"]
+        assert env["ZBS_ISCSI_DATA_PORTALS"].split(",") == [c["portal"] for c in st["chunks"]]
+        assert len(set(env["ZBS_ISCSI_DATA_PORTALS"].split(","))) == 2, "one portal per chunk server"
         pw_file = Path(st["password_file"])
         assert stat.S_IMODE(pw_file.stat().st_mode) == 0o600
         assert env["ZBS_PASSWORD"] == pw_file.read_text().strip()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,24 +29,57 @@ class FsError(Exception):
     pass
 
 
+def parse_blkid_export(text: str) -> dict[str, str]:
+    """``blkid -o export`` output → {TYPE: ..., PTTYPE: ..., USAGE: ...}."""
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+
 class Filesystems:
     def __init__(self, runner: Runner) -> None:
         self.runner = runner
 
     def probe(self, device: str) -> str:
-        """The filesystem type on ``device``; "" when blkid finds nothing (a blank device)."""
-        res = self.runner.run(["blkid", "-p", "-o", "value", "-s", "TYPE", device], timeout=60, check=False)
-        if res.rc == 2:  # blkid: nothing found
-            return ""
-        if res.rc != 0:
-            raise FsError(f"blkid {device}: {res.stderr.strip()}")
-        fs = res.stdout.strip()
-        if not fs:
-            # A partition table or another non-filesystem signature: never format over it.
-            res = self.runner.run(["blkid", "-p", "-o", "value", "-s", "PTTYPE", device], timeout=60, check=False)
-            if res.stdout.strip():
-                return "ptable:" + res.stdout.strip()
-        return fs
+        """What ``device`` holds: a filesystem type, ``ptable:<type>``, another signature's
+        ``usage:<usage>``, or "" when it is provably blank.
+
+        "Blank" is only ever the answer of a probe that ran on a readable block device which
+        was still the same device afterwards: ``blkid -p`` exits 2 both for "no signature" and
+        for a device it could not open, so a missing, unreadable or replaced device raises
+        :class:`FsError` and the caller must not format.
+        """
+        before = self._readable_block_device(device)
+        res = self.runner.run(["blkid", "-p", "-o", "export", device], timeout=60, check=False)
+        if res.rc == 0:
+            found = parse_blkid_export(res.stdout)
+            if found.get("TYPE"):
+                return found["TYPE"]
+            if found.get("PTTYPE"):
+                return "ptable:" + found["PTTYPE"]
+            return "usage:" + (found.get("USAGE") or "unknown")
+        if res.rc != 2 or res.stderr.strip():
+            raise FsError(f"blkid {device} exited {res.rc}: {res.stderr.strip() or 'ambivalent result'}")
+        if self._readable_block_device(device) != before:
+            raise FsError(f"{device} changed while it was probed")
+        return ""
+
+    @staticmethod
+    def _readable_block_device(device: str) -> tuple[int, int]:
+        """(rdev, inode) of ``device`` after reading its first block; FsError when it cannot be read."""
+        try:
+            fd = os.open(device, os.O_RDONLY)
+        except OSError as exc:
+            raise FsError(f"cannot open {device}: {exc.strerror}") from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISBLK(st.st_mode):
+                raise FsError(f"{device} is not a block device")
+            if len(os.pread(fd, 4096, 0)) != 4096:
+                raise FsError(f"{device}: short read of its first block")
+        except OSError as exc:
+            raise FsError(f"cannot read {device}: {exc.strerror}") from None
+        finally:
+            os.close(fd)
+        return st.st_rdev, st.st_ino
 
     def mkfs(self, device: str, fs_type: str) -> None:
         if fs_type in EXT:
@@ -120,8 +154,6 @@ class Filesystems:
 
     @staticmethod
     def is_block_device(path: str) -> bool:
-        import stat
-
         try:
             return stat.S_ISBLK(Path(path).stat().st_mode)
         except OSError:

@@ -94,7 +94,7 @@ class NodeService:
                 rec.published.pop(p)
             if gone:
                 self.store.put(rec)
-            problem = self.connector.condition(rec.attach)
+            problem = self.connector.condition(rec.attach, rec.volume_id)
             if rec.access_type == "mount" and find_mount(rec.staging_path, mounts) is None:
                 problem = problem or f"staging path {rec.staging_path} is not mounted"
             if problem:
@@ -186,8 +186,13 @@ class NodeService:
                 publish_context=dict(req.publish_context),
             )
             self.store.put(rec)
+
+            def checkpoint(data: dict[str, Any]) -> None:
+                rec.attach = dict(data)
+                self.store.put(rec)
+
             try:
-                att = self.connector.attach(target, chap)
+                att = self.connector.attach(target, chap, checkpoint)
                 rec.device, rec.attach = att.device, att.data
                 self.store.put(rec)
                 if cap.access_type == "mount":
@@ -208,12 +213,22 @@ class NodeService:
         return csi.NodeStageVolumeResponse()
 
     def _format_and_mount(self, rec: StageRecord, preen: bool = False) -> None:
-        found = self.fs.probe(rec.device)
+        # Identity on the very node that is probed (and formatted), then a probe that either
+        # concludes or refuses: a volume holding data must never be taken for a blank one.
+        self.connector.verify(rec.device, rec.attach, rec.volume_id)
+        try:
+            found = self.fs.probe(rec.device)
+        except FsError as exc:
+            message = f"volume {rec.volume_id}: cannot tell whether it is blank ({exc}); not formatting"
+            raise CsiError(grpc.StatusCode.UNAVAILABLE, message) from exc
         if found.startswith("ptable:"):
             raise precondition(f"volume {rec.volume_id} holds a partition table, not a filesystem; refusing to format")
+        if found.startswith("usage:"):
+            raise precondition(f"volume {rec.volume_id} holds a {found[6:]} signature, no filesystem; not formatting")
         if not found:
             if rec.readonly:
                 raise precondition(f"volume {rec.volume_id} is blank and staged read-only: nothing to mount")
+            self.connector.verify(rec.device, rec.attach, rec.volume_id)
             log.info("formatting blank device", extra={"fields": {"device": rec.device, "fs": rec.fs_type}})
             self.fs.mkfs(rec.device, rec.fs_type)
         elif found != rec.fs_type:
@@ -424,7 +439,7 @@ class NodeService:
         )
 
     def _condition(self, rec: StageRecord) -> str | None:
-        problem = self.connector.condition(rec.attach)
+        problem = self.connector.condition(rec.attach, rec.volume_id)
         if problem:
             return problem
         if rec.access_type == "mount":

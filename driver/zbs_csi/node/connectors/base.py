@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -26,22 +27,27 @@ class AttachTarget:
     target_iqn: str
     lun: int
     readonly: bool = False
+    # The storage nodes' own iSCSI portals (publish_context ``portals``): one path each.
+    portals: tuple[str, ...] = ()
 
     @classmethod
     def from_context(cls, volume_id: str, ctx: dict[str, str], *, readonly: bool = False) -> AttachTarget:
-        portal = ctx.get("portal", "")
+        portal = _portal_arg(ctx.get("portal", ""), "portal")
+        portals = tuple(_portal_arg(p.strip(), "portals") for p in ctx.get("portals", "").split(",") if p.strip())
         iqn = ctx.get("targetIqn", "")
         lun_text = ctx.get("lun", "")
-        host, _, port = portal.rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ConnectorError(f"publish_context portal {portal!r} is not host:port", retryable=False)
-        if any(c in host for c in "/?#@% \t\n"):
-            raise ConnectorError(f"publish_context portal {portal!r} is not host:port", retryable=False)
         if not is_iqn(iqn):
             raise ConnectorError(f"publish_context targetIqn {iqn!r} is not an IQN", retryable=False)
         if not lun_text.isdigit() or not 0 <= int(lun_text) <= 16383:
             raise ConnectorError(f"publish_context lun {lun_text!r} is not a LUN number", retryable=False)
-        return cls(volume_id, portal, iqn, int(lun_text), readonly)
+        return cls(volume_id, portal, iqn, int(lun_text), readonly, portals)
+
+
+def _portal_arg(portal: str, key: str) -> str:
+    host, _, port = portal.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536 or any(c in host for c in "/?#@%, \t\n"):
+        raise ConnectorError(f"publish_context {key} {portal!r} is not host:port", retryable=False)
+    return portal
 
 
 @dataclass
@@ -56,7 +62,13 @@ class Connector(Protocol):
     def missing(self) -> list[str]:
         """What this connector needs on the host and cannot find (empty when ready)."""
 
-    def attach(self, target: AttachTarget, chap: Chap | None) -> Attachment: ...
+    def attach(
+        self, target: AttachTarget, chap: Chap | None, checkpoint: Callable[[dict[str, Any]], None]
+    ) -> Attachment:
+        """Attach; ``checkpoint(data)`` persists what is on the host so far (undone by detach)."""
+
+    def verify(self, device: str, data: dict[str, Any], volume_id: str) -> None:
+        """Raise unless ``device`` is this volume's device node, answering as this volume."""
 
     def detach(self, target: AttachTarget, data: dict[str, Any], still_staged: list[AttachTarget]) -> None:
         """Tear everything down; ``still_staged`` are the node's other volumes (shared sessions)."""
@@ -64,7 +76,7 @@ class Connector(Protocol):
     def resize(self, target: AttachTarget, data: dict[str, Any], size: int) -> int:
         """Make the device show the LUN's new size; returns the device size in bytes."""
 
-    def condition(self, data: dict[str, Any]) -> str | None:
+    def condition(self, data: dict[str, Any], volume_id: str) -> str | None:
         """None when healthy, else what is wrong (session down, device gone...)."""
 
     def fail_io_if_lost(self, data: dict[str, Any], wait: bool = True) -> bool:

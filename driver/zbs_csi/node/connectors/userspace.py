@@ -25,6 +25,7 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +71,11 @@ class UserspaceConnector:
     def _dir(self, volume_id: str) -> Path:
         return self.root / check_volume_id(volume_id)
 
-    def attach(self, target: AttachTarget, chap: Chap | None) -> Attachment:
+    def attach(
+        self, target: AttachTarget, chap: Chap | None, checkpoint: Callable[[dict[str, Any]], None]
+    ) -> Attachment:
+        """Everything lives under the volume's run directory, so a re-attach cleans up by itself
+        and ``checkpoint`` has nothing to persist before the attachment is complete."""
         run = self._dir(target.volume_id)
         if run.exists():
             # A leftover of an interrupted attach: clean it before starting afresh.
@@ -310,7 +315,16 @@ class UserspaceConnector:
         self.runner.run(["losetup", "--set-capacity", data["loop"]], timeout=60)
         return int(self.runner.run(["blockdev", "--getsize64", data["loop"]], timeout=30).stdout.strip())
 
-    def condition(self, data: dict[str, Any]) -> str | None:
+    def verify(self, device: str, data: dict[str, Any], volume_id: str) -> None:
+        """The loop device is ours (its backing file is this volume's export), checked before a probe.
+
+        The LUN's identity was read through the node's own login (``iscsi-inq``) before the
+        export was made; the export belongs to the volume's run directory.
+        """
+        if device != data.get("loop") or self._loops_for_backing(device) != data.get("disk"):
+            raise ConnectorError(f"{device} is not the loop device of volume {volume_id}", retryable=False)
+
+    def condition(self, data: dict[str, Any], volume_id: str) -> str | None:
         if self._io_failed(data):
             return "the iSCSI session was lost and the volume's I/O was failed: it must be staged again"
         pid = data.get("pid")
