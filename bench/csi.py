@@ -63,6 +63,7 @@ def main() -> int:
             ZBS_CSI_DEFAULT_REPLICA_NUM="1",
             ZBS_CSI_TARGET_PREFIX="bench",
             ZBS_CSI_KUBERNETES_CLUSTER_ID="bench",
+            ZBS_CSI_CONNECTOR="userspace",
         )
         cfg = load_config(
             None,

@@ -1,11 +1,15 @@
 """What a no-change playbook run costs compared to the run that did the work.
 
-Runs one playbook that manages N LUNs (default 200) in one target with smartx.zbs.zbs_lun,
-twice, against a zbs-lite started here: the first run creates everything, the second must
-change nothing. Prints the ratio second/first (side by side, same machine, same run) and the
-API calls per task of the no-change run, counted by a small proxy in front of zbs-lite's
-plain-HTTP port (goal: the login plus one read per object). A third run of as many
-``ansible.builtin.ping`` tasks gives the floor - what Ansible itself costs per module run.
+Runs one playbook that manages N LUNs (default 200) in one target with a loop of
+smartx.zbs.zbs_lun tasks, twice, against a zbs-lite started here: the first run creates
+everything, the second must change nothing. Prints the ratio second/first (side by side, same
+machine, same run) and the API calls per task of the no-change run, counted by a small proxy
+in front of zbs-lite's plain-HTTP port (goal: the login plus one read per object). A run of as
+many ``ansible.builtin.ping`` tasks gives the floor - what Ansible itself costs per module run.
+
+Then the same N LUNs in another target are managed by ONE smartx.zbs.zbs_luns task, twice, and
+its no-change run is compared with the loop's no-change run (goal <= 0.05) and with a playbook
+of a single ``ansible.builtin.ping`` task (goal <= 3x).
 
     .venv/bin/python bench/modules.py [--luns 200]
 """
@@ -29,6 +33,8 @@ from typing import Any, Counter
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from ansible_collections.smartx.zbs.plugins.module_utils.zbs_client import ZbsClient  # noqa: E402
 
 from zbs_lite.testing import ZbsLiteProcess  # noqa: E402
 
@@ -59,6 +65,34 @@ PLAYBOOK = """\
       loop: "{{{{ range({n}) | list }}}}"
 """
 
+
+# The same LUNs managed by one task.
+BATCH = """\
+- name: Manage {n} LUNs in one task
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: The LUNs
+      smartx.zbs.zbs_luns:
+        host: "{{{{ bench_host }}}}"
+        username: "{{{{ bench_username }}}}"
+        password: "{{{{ bench_password }}}}"
+        target: bench-batch
+        luns:
+{luns}
+"""
+
+BATCH_LUN = "          - {{name: v{i}, size: 16MiB, allowed_initiators: [{a}, {b}]}}"
+
+# One module run doing nothing: what any one-task playbook costs at least.
+ONE_PING = """\
+- name: Run one no-op module
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: One ping
+      ansible.builtin.ping:
+"""
 
 # The floor: the same number of module runs doing nothing (Ansible's own cost per task).
 BASELINE = """\
@@ -158,10 +192,25 @@ def main() -> None:
         proxy.counts.clear()
         second, recap2 = run_playbook(playbook, extra)
         calls = dict(proxy.counts)
-        proxy.shutdown()
         baseline_play = Path(tmp) / "ping.yml"
         baseline_play.write_text(BASELINE.format(n=args.luns))
         baseline, _ = run_playbook(baseline_play, extra)
+
+        with ZbsClient(zbs.http_url, zbs.username, zbs.password) as client:
+            client.targets.create("bench-batch", replica_num=1)
+        iqns = {"a": "iqn.2004-10.com.example:bench1", "b": "iqn.2004-10.com.example:bench2"}
+        batch_play = Path(tmp) / "batch.yml"
+        batch_play.write_text(
+            BATCH.format(n=args.luns, luns="\n".join(BATCH_LUN.format(i=i, **iqns) for i in range(args.luns)))
+        )
+        batch_first, batch_recap1 = run_playbook(batch_play, extra)
+        proxy.counts.clear()
+        batch_second, batch_recap2 = run_playbook(batch_play, extra)
+        batch_calls = dict(proxy.counts)
+        proxy.shutdown()
+        one_ping_play = Path(tmp) / "one-ping.yml"
+        one_ping_play.write_text(ONE_PING)
+        one_ping, _ = run_playbook(one_ping_play, extra)
 
     total = sum(calls.values())
     reads = total - calls.get("login", 0)
@@ -176,6 +225,13 @@ def main() -> None:
     print(f"same number of ansible.builtin.ping: {baseline:.1f} s (Ansible's own cost per module run)")
     print(f"ratio second/first run time:        {second / first:.2f}")
     print(f"ratio no-change run / ping run:      {second / baseline:.2f}")
+    print()
+    print(f"one zbs_luns task, first run:       {batch_first:.1f} s   [{batch_recap1.split(':', 1)[-1].strip()}]")
+    print(f"one zbs_luns task, no change:       {batch_second:.1f} s   [{batch_recap2.split(':', 1)[-1].strip()}]")
+    print(f"its API calls by operation:         {json.dumps(batch_calls, sort_keys=True)}")
+    print(f"a playbook of one ansible.builtin.ping: {one_ping:.1f} s")
+    print(f"ratio one task / loop, no change:   {batch_second / second:.3f} (goal <= 0.05)")
+    print(f"ratio one task / one ping:          {batch_second / one_ping:.2f} (goal <= 3)")
 
 
 if __name__ == "__main__":

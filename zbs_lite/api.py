@@ -36,7 +36,7 @@ class Api:
         self.set_vip(settings.vip)
         self.tasks = TaskStore(db, self.cluster_id)
         self.runner = TaskRunner(TaskExecutor(db, pool).run)
-        renderer = Renderer(settings, self.cluster_id)
+        renderer = Renderer(settings, self.cluster_id, pool)
         self.queries = Queries(db, renderer)
         self._mutations = MutationContext(db, self.tasks, self.runner, renderer, settings)
         q = self.queries

@@ -9,14 +9,16 @@ from typing import Any
 
 from zbs_lite.model import QOS_FIELDS, TARGET, Resource
 from zbs_lite.settings import Settings
+from zbs_lite.storage import Pool, allocated
 
 Row = Mapping[str, Any]
 
 
 class Renderer:
-    def __init__(self, settings: Settings, cluster_id: str) -> None:
+    def __init__(self, settings: Settings, cluster_id: str, pool: Pool) -> None:
         self.settings = settings
         self.cluster_id = cluster_id
+        self.pool = pool
 
     def rows(self, conn: sqlite3.Connection, res: Resource, raw: list[sqlite3.Row]) -> list[dict[str, Any]]:
         rows = [dict(r) for r in raw]  # sqlite3.Row looks names up column by column; dicts are ~10x faster
@@ -49,11 +51,22 @@ class Renderer:
             "connect_state": r["connect_state"],
             "entityAsyncStatus": r["entity_async_status"],
             "host_num": len(self.settings.chunk_ips) or 1,
+            **self._capacity(),
             "dns": [],
             "ntp_servers": [],
             "recommended_cpu_models": [],
             "total_cpu_models": [],
             "labels": [],
+        }
+
+    def _capacity(self) -> dict[str, int]:
+        """The cluster's data space as CloudTower reports it: one host, one copy, nothing failed."""
+        total, used = self.pool.capacity()
+        return {
+            "total_data_capacity": total,
+            "used_data_space": used,
+            "valid_data_space": total,
+            "failure_data_space": 0,
         }
 
     def target(self, r: Row, luns: list[dict[str, str]]) -> dict[str, Any]:
@@ -99,7 +112,8 @@ class Renderer:
             "stripe_size": r["stripe_size"],
             "allowed_initiators": r["allowed_initiators"],
             "shared_size": r["shared_size"],
-            "unique_size": r["unique_size"],
+            # what the LUN's file holds now (data written since its task finished included)
+            "unique_size": allocated(self.pool.lun_path(r["local_id"])) or r["unique_size"],
             "unique_logical_size": r["unique_logical_size"],
             "snapshot_num": r["snapshot_num"],
             "local_created_at": r["local_created_at"],
@@ -118,7 +132,7 @@ class Renderer:
             "name": r["name"],
             "iscsi_lun": {"id": r["lun_id"], "name": r["lun_name"]},
             "iscsi_target": {"id": r["target_id"], "name": r["target_name"]},
-            "unique_size": r["unique_size"],
+            "unique_size": allocated(self.pool.snapshot_path(r["local_id"])) or r["unique_size"],
             "local_created_at": r["local_created_at"],
             "consistency_group_snapshot": None,
             "labels": [],

@@ -199,6 +199,20 @@ class Pool:
         finally:
             os.close(fd)
 
+    def capacity(self) -> tuple[int, int]:
+        """``(total, used)`` bytes, as CloudTower's ``total_data_capacity``/``used_data_space``.
+
+        An XFS pool is a file system of its own: its size and what is in use on it (a reflinked
+        extent counts once). A plain directory shares its file system with the host, so only its
+        LUN and snapshot files count as used.
+        """
+        st = os.statvfs(self.root)
+        total = st.f_blocks * st.f_frsize
+        if self.kind == "xfs":
+            return total, (st.f_blocks - st.f_bfree) * st.f_frsize
+        used = sum(allocated(f) for sub in ("luns", "snaps") for f in (self.root / sub).iterdir())
+        return total, used
+
     def _copy_into(self, src: int, dst: int) -> None:
         if self.clone_mode == "reflink":
             try:

@@ -68,7 +68,9 @@ class Config:
     # node
     node_id: str = ""
     initiator_name_file: str = "/etc/iscsi/initiatorname.iscsi"
-    connector: str = "userspace"
+    # kernel (open-iscsi + dm-multipath on the host) is what Kubernetes nodes run; userspace
+    # (qemu-storage-daemon + FUSE + loop) serves nodes without iscsi_tcp and must be asked for.
+    connector: str = "kernel"
     host_exec: str = "none"
     host_root: str = "/host"
     multipath: bool = True

@@ -357,6 +357,7 @@ class ControllerService:
             except zerr.ZbsValidationError as exc:
                 raise invalid(f"creating volume {lun_name}: {exc}") from exc
             except zerr.ZbsNotFound as exc:
+                self.pool.invalidate()  # the target may be gone (retired when empty): the retry places afresh
                 raise not_found(f"creating volume {lun_name}: {exc}") from exc
             except (zerr.ZbsApiError, zerr.ZbsTaskFailed) as exc:
                 # The name may exist (a racing replica) or the target may be full.
@@ -425,6 +426,7 @@ class ControllerService:
                 return csi.DeleteVolumeResponse()
             self._zbs(f"deleting volume {req.volume_id}", self.client.luns.delete, lun["id"])
             self.pool.forget((lun.get("iscsi_target") or {}).get("id", ""))
+            self.pool.retire_if_empty(lun.get("iscsi_target") or {})
             log.info("deleted volume")
         return csi.DeleteVolumeResponse()
 
@@ -789,6 +791,7 @@ class ControllerService:
             return
         self._zbs(f"deleting retired volume {lun.get('local_id')}", self.client.luns.delete, lun_id)
         self.pool.forget((lun.get("iscsi_target") or {}).get("id", ""))
+        self.pool.retire_if_empty(lun.get("iscsi_target") or {})
         log.info("deleted a retired volume with its last snapshot", extra={"fields": {"lun": lun.get("local_id")}})
 
     def list_snapshots(self, req: csi.ListSnapshotsRequest) -> csi.ListSnapshotsResponse:

@@ -60,8 +60,12 @@ def build(cfg: Config) -> Any:
         def probe_api() -> list[str]:
             try:
                 client.clusters.list()
-            except zerr.ZbsError as exc:
+            except zerr.ZbsAuthError as exc:
+                return [f"the ZBS API refused the driver's credentials (check the username and password): {exc}"]
+            except zerr.ZbsConnectionError as exc:
                 return [f"ZBS API unreachable: {exc}"]
+            except zerr.ZbsError as exc:
+                return [f"the ZBS API answered with an error: {exc}"]
             return []
 
         probes.append(probe_api)

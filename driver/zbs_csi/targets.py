@@ -177,6 +177,37 @@ class TargetPool:
             if target_id in self._slots:
                 self._slots[target_id].luns = max(0, self._slots[target_id].luns - 1)
 
+    def invalidate(self) -> None:
+        """Forget the cached view (a target vanished under us): the next placement reads it afresh."""
+        with self._lock:
+            self._forget_all()
+
+    def retire_if_empty(self, target: dict[str, Any]) -> None:
+        """Delete one of this driver's targets (``{id, name}``, a LUN's relation) once its last LUN is gone,
+        so deleted volumes leave no empty target behind; any other target (a static volume's) stays.
+
+        Under the placement lock, so no create of this process is being placed into it; if
+        another replica placed a LUN meanwhile, the API refuses to delete a target with LUNs
+        and the target simply stays.
+        """
+        target_id = str(target.get("id") or "")
+        if not target_id or self.naming.parse_target(str(target.get("name") or "")) is None:
+            return
+        with self._lock:
+            slot = self._slots.get(target_id)
+            if slot is not None and slot.luns > 0:
+                return
+            try:
+                if self.client.luns.count({"iscsi_target": {"id": target_id}}) > 0:
+                    return
+                self.client.targets.delete(target_id)
+            except zerr.ZbsError as exc:
+                log.info("kept an empty driver target: %s", exc, extra={"fields": {"target": target_id}})
+                return
+            # Read afresh from the next reservation on: the gone target may be the paging cursor.
+            self._forget_all()
+            log.info("deleted an empty driver target", extra={"fields": {"target": target_id}})
+
     def mark_full(self, target_id: str) -> None:
         with self._lock:
             if target_id in self._slots:

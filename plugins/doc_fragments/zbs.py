@@ -40,10 +40,22 @@ options:
     type: path
   timeout:
     description:
-      - Seconds to wait for each HTTP request to the API.
+      - Seconds to wait for the answer to each HTTP request, once connected (the read timeout).
+      - An API that accepts the connection but does not answer in time fails the task at once; the request is not
+        retried, because a hung or overloaded API would only make every retry wait as long again.
       - If not set, the value of the E(ZBS_TIMEOUT) environment variable is used.
     type: float
     default: 30
+  connect_timeout:
+    description:
+      - Seconds to wait for the TCP connection to the API.
+      - An address that does not answer in time fails the task at once (not retried). A refused connection is
+        retried three times with a short back-off, because nothing was sent yet; so are reads whose connection
+        dropped or that got an HTTP 5xx answer. A host name that does not resolve, a TLS failure and every
+        HTTP 4xx answer are never retried.
+      - If not set, the value of the E(ZBS_CONNECT_TIMEOUT) environment variable is used.
+    type: float
+    default: 10
   wait_timeout:
     description:
       - Seconds to wait for the asynchronous tasks a change starts on the cluster.

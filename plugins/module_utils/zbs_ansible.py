@@ -18,8 +18,10 @@ from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_requ
 from ansible_collections.smartx.zbs.plugins.module_utils.zbs_errors import (
     ZbsApiError,
     ZbsError,
+    ZbsTaskTimeout,
     ZbsValidationError,
 )
+from ansible_collections.smartx.zbs.plugins.module_utils.zbs_validate import validate_target_name
 
 try:
     from ansible_collections.smartx.zbs.plugins.module_utils.zbs_client import (
@@ -68,6 +70,7 @@ CONNECTION_OPTIONS = (
     ConnectionOption("validate_certs", "bool", "ZBS_VALIDATE_CERTS", default=True),
     ConnectionOption("ca_path", "path", "ZBS_CA_PATH"),
     ConnectionOption("timeout", "float", "ZBS_TIMEOUT", default=30.0),
+    ConnectionOption("connect_timeout", "float", "ZBS_CONNECT_TIMEOUT", default=10.0),
 )
 
 
@@ -109,6 +112,7 @@ def zbs_client(module: AnsibleModule) -> ZbsClient:
         validate_certs=p["validate_certs"],
         ca_path=p["ca_path"],
         timeout=p["timeout"],
+        connect_timeout=p["connect_timeout"],
         wait_timeout=p["wait_timeout"],
     )
 
@@ -121,6 +125,13 @@ def run(module: AnsibleModule, body: Callable[[], Dict[str, Any]]) -> None:
         module.fail_json(msg=str(exc), field=exc.field)
     except ZbsApiError as exc:
         module.fail_json(msg=str(exc), status=exc.status, path=exc.path, code=exc.code, request_id=exc.request_id)
+    except ZbsTaskTimeout as exc:
+        # The API accepted the change and started it: the cluster may already show it.
+        module.fail_json(
+            msg=f"{exc}; the change was accepted and may still finish - read the object before retrying",
+            changed=True,
+            task_id=exc.task_id,
+        )
     except ZbsError as exc:
         module.fail_json(msg=str(exc), **{k: v for k, v in _error_extras(exc).items() if v is not None})
     module.exit_json(**result)
@@ -133,6 +144,18 @@ def _error_extras(exc: ZbsError) -> Dict[str, Any]:
 def fail_field(field: str, message: str, operation: str, obj: str) -> NoReturn:
     """Raise the validation error a module reports for input it refuses before any write."""
     raise ZbsValidationError(field, message, operation=operation, object=obj)
+
+
+def target_name(value: str, field: str = "target") -> str:
+    """A target name as the modules take it: valid and already lower-case.
+
+    ZBS stores target names in lower case; accepting ``My-Target`` would hand back
+    ``my-target``, so the modules ask for the name as it will be stored.
+    """
+    name = validate_target_name(value, field)
+    if value != name:
+        raise ZbsValidationError(field, f"target names are lower-case in ZBS: write {name!r}, not {value!r}")
+    return name
 
 
 def changed_fields(
@@ -182,6 +205,13 @@ def redact(resource: Optional[Mapping[str, Any]]) -> Optional[Dict[str, Any]]:
             dict(c, chap_secret=REDACTED) if isinstance(c, dict) and c.get("chap_secret") else c for c in chaps
         ]
     return out
+
+
+def qos_zero(resource: Optional[Mapping[str, Any]]) -> Optional[Dict[str, Any]]:
+    """A copy with every QoS limit the API shows as null (no limit, on targets) shown as 0, as on LUNs."""
+    if resource is None:
+        return None
+    return {k: (0 if k in QOS_FIELDS and v is None else v) for k, v in resource.items()}
 
 
 def result(module: AnsibleModule, changed: bool, before: Any, after: Any, **extra: Any) -> Dict[str, Any]:

@@ -14,9 +14,13 @@ What it guarantees:
 
 * every call is ``POST <host>/v2/api/<op>`` with a JSON body; the token from ``/login`` is
   sent as-is in ``Authorization`` and renewed once when the API answers 401;
-* reads (``get-*``, ``login``) are retried with exponential backoff on connection errors and
-  5xx; a mutation is retried only when its connection was never established, because a
-  blindly re-sent create could create twice;
+* the retry policy: a refused connection is retried (nothing was sent, so even a mutation is
+  safe to send again), and reads (``get-*``, ``login``) are also retried after a dropped
+  connection or a 5xx, with exponential backoff; what cannot succeed is never retried - a
+  name that does not resolve, a TLS failure, an address that does not answer within
+  ``connect_timeout``, a server that accepted the request but did not answer within
+  ``timeout``, and every 4xx. A mutation whose request may have reached the server is never
+  re-sent, because a blindly re-sent create could create twice;
 * a mutation waits for every task it started (``wait_timeout``, ``poll_interval``); a FAILED
   task raises :class:`ZbsTaskFailed` with the task's error, a timeout raises
   :class:`ZbsTaskTimeout` naming the task and what it was doing;
@@ -33,6 +37,8 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
+import ssl
 import threading
 import time
 import traceback
@@ -249,7 +255,8 @@ class ZbsClient:
     :param host: ``h``, ``h:port`` or ``https://h:port`` (``/v2/api`` is appended).
     :param validate_certs: verify the server certificate (default on).
     :param ca_path: a PEM CA bundle to verify against instead of the system store.
-    :param timeout: seconds for one HTTP request.
+    :param timeout: seconds to wait for the answer to one HTTP request (read timeout).
+    :param connect_timeout: seconds to wait for the TCP (and TLS) connection.
     :param wait_timeout: seconds a mutation waits for its tasks.
     :param poll_interval: longest pause between task polls (polling starts faster).
     :param retries: extra attempts for reads on connection errors and 5xx.
@@ -264,6 +271,7 @@ class ZbsClient:
         validate_certs: bool = True,
         ca_path: Optional[str] = None,
         timeout: float = 30.0,
+        connect_timeout: float = 10.0,
         wait_timeout: float = 300.0,
         poll_interval: float = 0.5,
         retries: int = 3,
@@ -276,9 +284,14 @@ class ZbsClient:
             raise ZbsValidationError("username", "must not be empty")
         if not isinstance(password, str) or not password:
             raise ZbsValidationError("password", "must not be empty")
-        if ca_path and not os.path.isfile(ca_path):
-            raise ZbsValidationError("ca_path", f"CA bundle {ca_path!r} does not exist")
-        for field, number in (("timeout", timeout), ("wait_timeout", wait_timeout), ("poll_interval", poll_interval)):
+        if ca_path:
+            _check_ca_bundle(ca_path)
+        for field, number in (
+            ("timeout", timeout),
+            ("connect_timeout", connect_timeout),
+            ("wait_timeout", wait_timeout),
+            ("poll_interval", poll_interval),
+        ):
             if isinstance(number, bool) or not isinstance(number, (int, float)) or number <= 0:
                 raise ZbsValidationError(field, f"must be a positive number, got {number!r}")
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
@@ -288,6 +301,7 @@ class ZbsClient:
         self.validate_certs = bool(validate_certs)
         self.ca_path = ca_path
         self.timeout = float(timeout)
+        self.connect_timeout = float(connect_timeout)
         self.wait_timeout = float(wait_timeout)
         self.poll_interval = float(poll_interval)
         self.retries = retries
@@ -315,7 +329,8 @@ class ZbsClient:
 
     @classmethod
     def from_env(cls, **overrides: Any) -> ZbsClient:
-        """A client from ``ZBS_HOST ZBS_USERNAME ZBS_PASSWORD ZBS_VALIDATE_CERTS ZBS_CA_PATH ZBS_TIMEOUT``.
+        """A client from ``ZBS_HOST ZBS_USERNAME ZBS_PASSWORD ZBS_VALIDATE_CERTS ZBS_CA_PATH ZBS_TIMEOUT
+        ZBS_CONNECT_TIMEOUT``.
 
         Keyword arguments that are not None win over the environment.
         """
@@ -328,11 +343,12 @@ class ZbsClient:
         }
         if env.get("ZBS_VALIDATE_CERTS"):
             kwargs["validate_certs"] = parse_bool(env["ZBS_VALIDATE_CERTS"], "ZBS_VALIDATE_CERTS")
-        if env.get("ZBS_TIMEOUT"):
-            try:
-                kwargs["timeout"] = float(env["ZBS_TIMEOUT"])
-            except ValueError as exc:
-                raise ZbsValidationError("ZBS_TIMEOUT", f"expected seconds, got {env['ZBS_TIMEOUT']!r}") from exc
+        for key, var in (("timeout", "ZBS_TIMEOUT"), ("connect_timeout", "ZBS_CONNECT_TIMEOUT")):
+            if env.get(var):
+                try:
+                    kwargs[key] = float(env[var])
+                except ValueError as exc:
+                    raise ZbsValidationError(var, f"expected seconds, got {env[var]!r}") from exc
         kwargs.update({k: v for k, v in overrides.items() if v is not None})
         for key in ("host", "username", "password"):
             if not kwargs.get(key):
@@ -439,21 +455,28 @@ class ZbsClient:
             self.stats.record(op)
             started = time.monotonic()
             try:
-                resp = self._http().post(url, json=payload, headers=headers, timeout=self.timeout, verify=self._verify)
+                resp = self._http().post(
+                    url,
+                    json=payload,
+                    headers=headers,
+                    timeout=(self.connect_timeout, self.timeout),
+                    verify=self._verify,
+                )
             except requests.exceptions.SSLError as exc:
                 raise ZbsConnectionError(
-                    f"TLS handshake with {self.base_url} failed (give ca_path, or validate_certs=false "
-                    f"for a lab): {_scrub(str(exc), secrets)}",
-                    operation=op,
-                    object=what,
+                    _scrub(_tls_failure(exc, self.base_url, self.ca_path), secrets), operation=op, object=what
                 ) from None
             except requests.exceptions.RequestException as exc:
                 reason = _scrub(f"{type(exc).__name__}: {exc}", secrets)
-                if attempt < self.retries and (_is_idempotent(op) or _never_sent(exc)):
+                verdict = _classify(exc)
+                if verdict == FAIL_NOW:
+                    raise ZbsConnectionError(_scrub(self._why_not(exc), secrets), operation=op, object=what) from None
+                safe = verdict == NOT_SENT or _is_idempotent(op)
+                if attempt < self.retries and safe:
                     attempt += 1
                     self._backoff(op, attempt, reason)
                     continue
-                if not _is_idempotent(op) and not _never_sent(exc):
+                if not safe:
                     raise ZbsConnectionError(
                         f"no answer from {self.base_url} ({reason}); the change may or may not have been "
                         "applied: read the object before trying again",
@@ -483,6 +506,21 @@ class ZbsClient:
                 raise ZbsApiError(
                     resp.status_code, "the API answered with something that is not JSON", op, operation=op, object=what
                 ) from None
+
+    def _why_not(self, exc: Exception) -> str:
+        """The message for a failure that no retry can cure, saying what to check."""
+        if isinstance(exc, requests.exceptions.ReadTimeout):
+            return (
+                f"{self.base_url} accepted the connection but sent no answer within {self.timeout:g}s "
+                "(timeout); not retried - the API is overloaded or hung, or the address is not a ZBS API"
+            )
+        if isinstance(exc, requests.exceptions.ConnectTimeout):
+            return (
+                f"no connection to {self.base_url} within {self.connect_timeout:g}s (connect_timeout); not "
+                "retried - check the address and that a firewall lets you reach it"
+            )
+        host = urlsplit(self.base_url).hostname
+        return f"the host name {host!r} of {self.base_url} does not resolve (DNS); check host"
 
     def _backoff(self, op: str, attempt: int, reason: str) -> None:
         delay = min(0.2 * (2 ** (attempt - 1)), 5.0)
@@ -662,15 +700,71 @@ class ZbsClient:
             delay = min(delay * 2, self.poll_interval)
 
 
-def _never_sent(exc: Exception) -> bool:
-    """True when the request cannot have reached the server (connect refused/timed out)."""
-    if isinstance(exc, requests.exceptions.ConnectTimeout):
-        return True
-    if not isinstance(exc, requests.exceptions.ConnectionError):
-        return False
-    reason: Any = exc.args[0] if exc.args else None
-    reason = getattr(reason, "reason", reason)
-    return isinstance(reason, urllib3.exceptions.NewConnectionError)
+#: How a transport failure is handled: never retried, retried even for a mutation (the request
+#: never left), or retried for reads only (the request may have reached the server).
+FAIL_NOW, NOT_SENT, MAYBE_SENT = "fail", "not-sent", "maybe-sent"
+
+
+def _reason_chain(exc: BaseException) -> List[BaseException]:
+    """``exc`` and what it wraps (requests -> urllib3 MaxRetryError.reason -> socket/ssl errors)."""
+    seen: List[BaseException] = []
+    todo: List[Any] = [exc]
+    while todo:
+        item = todo.pop()
+        if not isinstance(item, BaseException) or any(item is s for s in seen):
+            continue
+        seen.append(item)
+        todo.extend([getattr(item, "reason", None), item.__cause__, item.__context__, *item.args])
+    return seen
+
+
+def _classify(exc: Exception) -> str:
+    """FAIL_NOW, NOT_SENT or MAYBE_SENT for a ``requests`` exception (see the retry policy above)."""
+    if isinstance(exc, (requests.exceptions.ReadTimeout, requests.exceptions.ConnectTimeout)):
+        return FAIL_NOW
+    chain = _reason_chain(exc)
+    dns = getattr(urllib3.exceptions, "NameResolutionError", None)
+    if any((dns is not None and isinstance(e, dns)) or isinstance(e, socket.gaierror) for e in chain):
+        return FAIL_NOW
+    if isinstance(exc, requests.exceptions.ConnectionError) and any(
+        isinstance(e, urllib3.exceptions.NewConnectionError) for e in chain
+    ):
+        return NOT_SENT
+    return MAYBE_SENT
+
+
+def _check_ca_bundle(path: str) -> None:
+    """Refuse a ``ca_path`` that cannot verify anything, before the first request fails obscurely."""
+    if not os.path.isfile(path):
+        raise ZbsValidationError("ca_path", f"CA bundle {path!r} does not exist")
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(1 << 20)
+    except OSError as exc:
+        raise ZbsValidationError("ca_path", f"cannot read {path!r}: {exc.strerror}") from None
+    if b"-----BEGIN CERTIFICATE-----" not in head:
+        raise ZbsValidationError(
+            "ca_path", f"{path} holds no certificate (expected a PEM file with a BEGIN CERTIFICATE block)"
+        )
+
+
+def _tls_failure(exc: Exception, url: str, ca_path: Optional[str]) -> str:
+    """Say why the TLS handshake failed and what to change: the CA, the host name, or the protocol."""
+    verify = next((e for e in _reason_chain(exc) if isinstance(e, ssl.SSLCertVerificationError)), None)
+    if verify is None:
+        return f"TLS handshake with {url} failed: {exc}"
+    detail = getattr(verify, "verify_message", None) or str(verify)
+    if getattr(verify, "verify_code", None) == 62 or "hostname" in detail.lower():
+        return (
+            f"the TLS certificate of {url} is not valid for this host name ({detail}); use the name or "
+            "address the certificate was issued for"
+        )
+    if ca_path:
+        return f"the TLS certificate of {url} is not signed by the CA in {ca_path} ({detail})"
+    return (
+        f"the TLS certificate of {url} is not signed by a CA this system trusts ({detail}); give ca_path "
+        "(the CA that signed it), or validate_certs=false for a throw-away lab"
+    )
 
 
 # --------------------------------------------------------------------- resources
@@ -697,6 +791,26 @@ def _size_fields(data: Dict[str, Any], field: str = "assigned_size") -> None:
         value = value * API_BYTE_UNITS[unit]
     data[field] = validate_lun_size(value, field)
     data[f"{field}_unit"] = "B"
+
+
+def _lun_create_data(data: Dict[str, Any], replica_num: Optional[int], lun_id: Optional[int]) -> Dict[str, Any]:
+    """The validated ``create-iscsi-lun`` item for ``data`` (name, iscsi_target_id, assigned_size, ...).
+
+    ``replica_num`` None leaves it for the caller to fill in (from the target).
+    """
+    data["name"] = validate_lun_name(data.get("name"))
+    data["iscsi_target_id"] = validate_id(data.get("iscsi_target_id"), "iscsi_target_id")
+    _size_fields(data)
+    if data.get("assigned_size") is None:
+        raise ZbsValidationError("assigned_size", f"LUN {data['name']!r} needs a size")
+    data.pop("replica_num", None)
+    if replica_num is not None:
+        data["replica_num"] = validate_replica_num(replica_num)
+    data.pop("lun_id", None)
+    if lun_id is not None:
+        data["lun_id"] = validate_lun_id(lun_id)
+    _allowed_initiators_field(data)
+    return data
 
 
 def _allowed_initiators_field(data: Dict[str, Any]) -> None:
@@ -987,29 +1101,42 @@ class Luns(_Resource):
         ``replica_num`` defaults to the target's (one extra read). ``allowed_initiators`` may be
         the API string or a list of IQNs; absent means every initiator.
         """
-        data: Dict[str, Any] = dict(fields)
-        data["name"] = validate_lun_name(name)
+        data = _lun_create_data(
+            dict(fields, name=name, iscsi_target_id=iscsi_target_id, assigned_size=assigned_size),
+            replica_num,
+            lun_id,
+        )
         what = _describe("lun", name=data["name"])
-        data["iscsi_target_id"] = validate_id(iscsi_target_id, "iscsi_target_id")
-        data["assigned_size"] = assigned_size
-        _size_fields(data)
         if replica_num is None:
             target = self._client.targets.get(id=data["iscsi_target_id"])
             if target is None:
                 raise ZbsNotFound(
                     404,
-                    f"target {data['iscsi_target_id']} does not exist",
+                    f"target {iscsi_target_id} does not exist",
                     "/create-iscsi-lun",
                     operation="create-iscsi-lun",
                     object=what,
                 )
-            replica_num = int(target.get("replica_num") or DEFAULT_REPLICA_NUM)
-        data["replica_num"] = validate_replica_num(replica_num)
-        if lun_id is not None:
-            data["lun_id"] = validate_lun_id(lun_id)
-        _allowed_initiators_field(data)
+            data["replica_num"] = validate_replica_num(int(target.get("replica_num") or DEFAULT_REPLICA_NUM))
         created = self._client.mutate("create-iscsi-lun", [data], what=what, wait=wait)[0]
         return self._reread(created) if wait else created
+
+    def create_many(self, items: Sequence[Mapping[str, Any]], *, wait: bool = True) -> List[Dict[str, Any]]:
+        """Create several LUNs in one call (the API takes an array) and wait for all their tasks.
+
+        Each item has the fields of :meth:`create`, ``replica_num`` included. Every item is
+        validated before anything is sent. Returns the LUNs as the mutation described them;
+        re-read them (one query) for their final state.
+        """
+        data = []
+        for item in items:
+            if item.get("replica_num") is None:
+                raise ZbsValidationError("replica_num", f"LUN {item.get('name')!r} needs a replica_num")
+            data.append(_lun_create_data(dict(item), item["replica_num"], item.get("lun_id")))
+        if not data:
+            return []
+        what = f"{len(data)} LUN(s)"
+        return self._client.mutate("create-iscsi-lun", data, what=what, wait=wait)
 
     def update(self, id: str, *, wait: bool = True, **data: Any) -> Dict[str, Any]:
         """Change name, size (grow only), allowed_initiators or QoS of LUN ``id``."""
@@ -1029,11 +1156,34 @@ class Luns(_Resource):
             )
         return self._reread(updated[0]) if wait else updated[0]
 
+    def update_many(self, ids: Sequence[str], *, wait: bool = True, **data: Any) -> List[Dict[str, Any]]:
+        """Give the LUNs ``ids`` the same change in one call (``where: {id_in}``); no renames."""
+        lun_ids = [validate_id(i) for i in ids]
+        body = dict(data)
+        if "name" in body:
+            raise ZbsValidationError("name", "several LUNs cannot get one name")
+        _size_fields(body)
+        _allowed_initiators_field(body)
+        if not body or not lun_ids:
+            raise ZbsValidationError("data", "nothing to update")
+        what = f"{len(lun_ids)} LUN(s)"
+        return self._client.mutate(
+            "update-iscsi-lun", {"where": {"id_in": lun_ids}, "data": body}, what=what, wait=wait
+        )
+
     def delete(self, id: str, remove_snapshot: bool = False, *, wait: bool = True) -> None:
         """Delete LUN ``id``; with snapshots the API refuses unless ``remove_snapshot``."""
         lun = validate_id(id)
         body = {"where": {"id": lun}, "data": {"remove_snapshot": bool(remove_snapshot)}}
         self._client.mutate("delete-iscsi-lun", body, what=_describe("lun", id=lun), wait=wait)
+
+    def delete_many(self, ids: Sequence[str], remove_snapshot: bool = False, *, wait: bool = True) -> None:
+        """Delete the LUNs ``ids`` in one call (``where: {id_in}``)."""
+        lun_ids = [validate_id(i) for i in ids]
+        if not lun_ids:
+            return
+        body = {"where": {"id_in": lun_ids}, "data": {"remove_snapshot": bool(remove_snapshot)}}
+        self._client.mutate("delete-iscsi-lun", body, what=f"{len(lun_ids)} LUN(s)", wait=wait)
 
     def clone_from_snapshot(self, snapshot_id: str, target_id: str, name: str, *, wait: bool = True) -> Dict[str, Any]:
         """A new LUN ``name`` in ``target_id`` with the snapshot's content and size."""

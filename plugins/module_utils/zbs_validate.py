@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import FrozenSet, Iterable, Optional, Union
 
 from .zbs_errors import ZbsValidationError
-from .zbs_units import LUN_BLOCK_SIZE, MAX_LUN_SIZE, SizeLike, parse_size
+from .zbs_units import LUN_BLOCK_SIZE, MAX_LUN_SIZE, SizeLike, format_size, parse_size
 
 #: Prefix of every target IQN ZBS creates.
 TARGET_IQN_PREFIX = "iqn.2016-02.com.smartx:system:"
@@ -170,7 +170,9 @@ def validate_lun_size(value: SizeLike, field: str = "size") -> int:
     if size <= 0:
         raise ZbsValidationError(field, "LUN size must be greater than zero")
     if size > MAX_LUN_SIZE:
-        raise ZbsValidationError(field, f"LUN size {size} is above the 64TiB maximum")
+        raise ZbsValidationError(
+            field, f"LUN size {format_size(size)} ({size} bytes) is above the {format_size(MAX_LUN_SIZE)} maximum"
+        )
     return size
 
 

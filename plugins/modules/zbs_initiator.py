@@ -16,7 +16,9 @@ description:
     changes only the LUNs whose list must gain or lose the IQN.
   - A LUN whose list admits every initiator (C(*/*)) already admits this one; it is never narrowed by this module
     (that would lock out every other host) - use M(smartx.zbs.zbs_lun) with C(initiators_mode=replace) for that.
-    Such LUNs are reported in RV(open_luns).
+    Such LUNs, where the target admits the initiator too, are reported in RV(open_luns); with O(mode=exact) the
+    task warns naming each of them (or fails, see O(on_open_luns)), because the initiator sees more than the
+    listed LUNs.
   - A target's own C(iqn_whitelist) is checked by ZBS before the LUN's list; manage it with M(smartx.zbs.zbs_target).
 author:
   - SmartX ZBS team (@smartx-zbs)
@@ -43,15 +45,23 @@ options:
     type: str
     choices: [exact, append]
     default: exact
+  on_open_luns:
+    description:
+      - With O(mode=exact), what to do about LUNs open to every initiator that this one can therefore also see.
+      - V(warn) reports them in a warning (and in RV(open_luns)); V(fail) fails before changing anything.
+    type: str
+    choices: [warn, fail]
+    default: warn
   luns:
     description:
-      - The LUNs, each by target and LUN name or LUN number. Every listed LUN must exist.
+      - The LUNs, each by target and LUN name or LUN number. Every listed LUN must exist (in check mode, a missing one
+        is taken to be created by an earlier task; RV(msg) says so).
     type: list
     elements: dict
     default: []
     suboptions:
       target:
-        description: Name of the LUN's target.
+        description: Name of the LUN's target (lower-case).
         type: str
         required: true
       name:
@@ -93,6 +103,17 @@ EXAMPLES = r"""
       username: "{{ zbs_username }}"
       password: "{{ zbs_password }}"
   block:
+    - name: The database target
+      smartx.zbs.zbs_target:
+        name: db
+
+    - name: Its data and logs LUNs (closed until granted)
+      smartx.zbs.zbs_lun:
+        target: db
+        name: "{{ item }}"
+        size: 10GiB
+      loop: [data, logs]
+
     - name: Node 1 sees exactly the two database LUNs
       smartx.zbs.zbs_initiator:
         iqn: iqn.2004-10.com.example:node1
@@ -103,12 +124,20 @@ EXAMPLES = r"""
           name: node1
           secret: "{{ vault_node1_chap_secret }}"
 
-    - name: Also give it the shared scratch LUN, keeping what it has
+    - name: A shared scratch LUN, granted host by host
+      smartx.zbs.zbs_lun:
+        target: db
+        name: scratch
+        size: 1GiB
+        allowed_initiators: []
+        initiators_mode: add
+
+    - name: Also give node 1 the scratch LUN, keeping what it has
       smartx.zbs.zbs_initiator:
         iqn: iqn.2004-10.com.example:node1
         mode: append
         luns:
-          - {target: scratch, name: tmp}
+          - {target: db, name: scratch}
 
     - name: Decommission the node - revoke it everywhere
       smartx.zbs.zbs_initiator:
@@ -126,12 +155,19 @@ luns:
     - {target: db, name: data, lun_id: 1}
     - {target: db, name: logs, lun_id: 2}
 open_luns:
-  description: LUNs that admit every initiator (C(*/*)), which this initiator therefore also sees.
+  description:
+    - LUNs that admit every initiator (C(*/*)) in targets whose IQN whitelist admits this one, which it therefore
+      also sees.
   returned: always
   type: list
   elements: dict
   sample:
     - {target: scratch, name: tmp, lun_id: 1}
+msg:
+  description: In check mode, which listed LUNs do not exist yet and are taken to be created by an earlier task.
+  returned: when check mode plans past missing LUNs
+  type: str
+  sample: "check mode: LUN 'data' in target 'db' does not exist yet; taken to be created by an earlier task"
 chap_targets:
   description: Targets that hold CHAP credentials for the initiator after the run.
   returned: always
@@ -142,15 +178,21 @@ chap_targets:
 
 from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
+from ansible_collections.smartx.zbs.plugins.module_utils.zbs_access import (
+    OPEN,
+    lun_ref,
+    visible_luns,
+    whitelist_admits,
+)
 from ansible_collections.smartx.zbs.plugins.module_utils.zbs_ansible import (
     fail_field,
     result,
     run,
+    target_name,
     zbs_client,
     zbs_module,
 )
 from ansible_collections.smartx.zbs.plugins.module_utils.zbs_validate import (
-    ALLOW_ALL,
     format_allowed_initiators,
     parse_allowed_initiators,
     validate_chap_name,
@@ -158,7 +200,6 @@ from ansible_collections.smartx.zbs.plugins.module_utils.zbs_validate import (
     validate_iqn,
     validate_lun_id,
     validate_lun_name,
-    validate_target_name,
 )
 
 
@@ -166,16 +207,17 @@ def _target_name(lun: Dict[str, Any]) -> str:
     return str((lun.get("iscsi_target") or {}).get("name", ""))
 
 
-def _ref(lun: Dict[str, Any]) -> Dict[str, Any]:
-    return {"target": _target_name(lun), "name": lun.get("name"), "lun_id": lun.get("lun_id")}
-
-
 def _sorted_refs(luns: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    return sorted((_ref(lun) for lun in luns), key=lambda r: (r["target"], r["lun_id"] or 0, r["name"] or ""))
+    return sorted((lun_ref(lun) for lun in luns), key=lambda r: (r["target"], r["lun_id"] or 0, r["name"] or ""))
 
 
-def _resolve(all_luns: List[Dict[str, Any]], wanted: List[Dict[str, Any]], obj: str) -> Dict[str, Dict[str, Any]]:
-    """The listed LUNs by id; a LUN that does not exist fails naming its entry."""
+def _resolve(
+    all_luns: List[Dict[str, Any]], wanted: List[Dict[str, Any]], obj: str, check_mode: bool
+) -> Tuple[Dict[str, Dict[str, Any]], List[str]]:
+    """The listed LUNs by id, and (check mode only) the ones that do not exist yet.
+
+    Outside check mode a LUN that does not exist fails naming its entry.
+    """
     by_name: Dict[Tuple[str, str], Dict[str, Any]] = {}
     by_num: Dict[Tuple[str, int], Dict[str, Any]] = {}
     for lun in all_luns:
@@ -183,8 +225,9 @@ def _resolve(all_luns: List[Dict[str, Any]], wanted: List[Dict[str, Any]], obj: 
         if isinstance(lun.get("lun_id"), int):
             by_num[(_target_name(lun), lun["lun_id"])] = lun
     out: Dict[str, Dict[str, Any]] = {}
+    missing: List[str] = []
     for i, ref in enumerate(wanted):
-        target = validate_target_name(ref["target"], f"luns[{i}].target")
+        target = target_name(ref["target"], f"luns[{i}].target")
         if ref["name"] is not None:
             lun = by_name.get((target, validate_lun_name(ref["name"], f"luns[{i}].name")))
             what = f"LUN {ref['name']!r}"
@@ -192,21 +235,21 @@ def _resolve(all_luns: List[Dict[str, Any]], wanted: List[Dict[str, Any]], obj: 
             lun = by_num.get((target, validate_lun_id(ref["lun_id"], f"luns[{i}].lun_id")))
             what = f"LUN number {ref['lun_id']}"
         if lun is None:
-            fail_field(f"luns[{i}]", f"no {what} in target {target!r}", "update-iscsi-lun", obj)
+            if not check_mode:
+                fail_field(f"luns[{i}]", f"no {what} in target {target!r}", "update-iscsi-lun", obj)
+            missing.append(f"{what} in target {target!r}")
+            continue
         out[lun["id"]] = lun
-    return out
+    return out, missing
 
 
 def _plan_luns(iqn: str, all_luns: List[Dict[str, Any]], wanted: Dict[str, Dict[str, Any]], revoke_others: bool):
-    """(LUN updates {id: allowed_initiators}, LUNs listing the IQN after, LUNs open to all)."""
+    """(LUN updates {id: allowed_initiators}, LUNs listing the IQN after)."""
     updates: Dict[str, str] = {}
     listed: List[Dict[str, Any]] = []
-    open_luns: List[Dict[str, Any]] = []
     for lun in all_luns:
-        raw = lun.get("allowed_initiators")
-        have = parse_allowed_initiators(raw)
+        have = parse_allowed_initiators(lun.get("allowed_initiators"))
         if have.kind == "all":
-            open_luns.append(lun)
             continue
         if lun["id"] in wanted:
             new = have.with_added(iqn)
@@ -219,7 +262,7 @@ def _plan_luns(iqn: str, all_luns: List[Dict[str, Any]], wanted: Dict[str, Dict[
             updates[lun["id"]] = text
         if new.allows(iqn):
             listed.append(lun)
-    return updates, listed, open_luns
+    return updates, listed
 
 
 def _chap_entry(entries: List[Dict[str, Any]], iqn: str) -> Optional[Dict[str, Any]]:
@@ -235,15 +278,17 @@ def whitelist_warnings(iqn: str, luns: Iterable[Dict[str, Any]], targets: List[D
     out = []
     for lun in luns:
         target = by_id.get((lun.get("iscsi_target") or {}).get("id")) or {}
-        whitelist = target.get("iqn_whitelist")
-        if whitelist is None or whitelist.strip() == ALLOW_ALL:
-            continue
-        if iqn not in {w.strip().lower() for w in whitelist.split(",")}:
+        if whitelist_admits(target.get("iqn_whitelist"), iqn) is None:
             out.append(
                 f"LUN {lun.get('name')!r} is granted, but the iqn_whitelist of target {target.get('name')!r} does not "
                 f"admit {iqn}, so the initiator cannot log in to it; add it with smartx.zbs.zbs_target"
             )
     return out
+
+
+def open_lun_refs(iqn: str, all_luns: List[Dict[str, Any]], targets: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """The LUNs open to everybody that ``iqn`` can see (their target admits it too)."""
+    return _sorted_refs([v.lun for v in visible_luns(iqn, all_luns, targets) if v.lun_access == OPEN])
 
 
 def _keep(entry: Dict[str, Any], target: str) -> Dict[str, Any]:
@@ -292,6 +337,7 @@ def main() -> None:
             "iqn": {"type": "str", "required": True},
             "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
             "mode": {"type": "str", "choices": ["exact", "append"], "default": "exact"},
+            "on_open_luns": {"type": "str", "choices": ["warn", "fail"], "default": "warn"},
             "luns": {
                 "type": "list",
                 "elements": "dict",
@@ -330,8 +376,8 @@ def apply(module: Any) -> Dict[str, Any]:
     client = zbs_client(module)
 
     all_luns = client.luns.list()
-    wanted = {} if absent else _resolve(all_luns, p["luns"], obj)
-    lun_updates, listed, open_luns = _plan_luns(iqn, all_luns, wanted, revoke_others)
+    wanted, missing = ({}, []) if absent else _resolve(all_luns, p["luns"], obj, module.check_mode)
+    lun_updates, listed = _plan_luns(iqn, all_luns, wanted, revoke_others)
     before_listed = [
         lun
         for lun in all_luns
@@ -341,6 +387,16 @@ def apply(module: Any) -> Dict[str, Any]:
 
     chap_updates: Dict[str, List[Dict[str, Any]]] = {}
     targets = client.targets.list()
+    open_luns = open_lun_refs(iqn, all_luns, targets)
+    if p["mode"] == "exact" and not absent and open_luns:
+        names = ", ".join(f"{r['target']}/{r['name']}" for r in open_luns)
+        why = (
+            f"{iqn} also sees {len(open_luns)} LUN(s) open to every initiator, which mode=exact does not narrow: "
+            f"{names}; close them with smartx.zbs.zbs_lun (allowed_initiators, initiators_mode=replace)"
+        )
+        if p["on_open_luns"] == "fail":
+            fail_field("on_open_luns", why, "update-iscsi-lun", obj)
+        module.warn(why)
     for warning in whitelist_warnings(iqn, wanted.values(), targets):
         module.warn(warning)
     chap_target_ids = {(lun.get("iscsi_target") or {}).get("id") for lun in wanted.values()}
@@ -351,12 +407,16 @@ def apply(module: Any) -> Dict[str, Any]:
     else:
         chap_updates, holders = _plan_chaps(module, iqn, targets, {i for i in chap_target_ids if i}, revoke_others)
 
-    changed = bool(lun_updates or chap_updates)
+    changed = bool(lun_updates or chap_updates or missing)
     before = {
         "luns": [f"{r['target']}/{r['name']}" for r in _sorted_refs(before_listed)],
         "chap_targets": before_holders,
     }
     after = {"luns": [f"{r['target']}/{r['name']}" for r in _sorted_refs(listed)], "chap_targets": holders}
+    extra: Dict[str, Any] = {}
+    if missing:
+        verb = "does" if len(missing) == 1 else "do"
+        extra["msg"] = f"check mode: {'; '.join(missing)} {verb} not exist yet; taken to be created by an earlier task"
     if changed and not module.check_mode:
         for lun_id, allowed in lun_updates.items():
             client.luns.update(lun_id, allowed_initiators=allowed)
@@ -368,8 +428,9 @@ def apply(module: Any) -> Dict[str, Any]:
         before,
         after,
         luns=_sorted_refs(listed),
-        open_luns=_sorted_refs(open_luns),
+        open_luns=open_luns,
         chap_targets=holders,
+        **extra,
     )
 
 

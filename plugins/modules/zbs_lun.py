@@ -12,24 +12,31 @@ description:
   - Create, resize, rename, re-mask and delete a LUN in an iSCSI target of a ZBS cluster.
   - A new LUN can be empty, cloned from a snapshot (O(from_snapshot)) or a full copy of another LUN (O(copy_from)).
   - The module reads the LUN once, computes what differs and only then writes; in check mode it writes nothing.
-  - Sizes only grow. A smaller O(size) fails naming the field; a size written differently but meaning the same
-    bytes (V(10GiB), V(10240MiB), V(10737418240)) is no change.
+  - A LUN this module creates is B(closed) - no initiator may see it - until a task opens it with
+    O(allowed_initiators). Opening it to every initiator must be spelled out, as V(["*"]). ZBS itself admits every
+    initiator to a LUN created without an access list.
+  - Sizes only grow (ZBS cannot shrink a LUN). A smaller O(size) keeps the current size, with a warning by
+    default (see O(smaller_size)); a size written differently but meaning the same bytes (V(10GiB), V(10240MiB),
+    V(10737418240)) is no change.
+  - To manage many LUNs of one target in one task, use M(smartx.zbs.zbs_luns).
 author:
   - SmartX ZBS team (@smartx-zbs)
 options:
   name:
     description:
-      - LUN name, unique within its target; ASCII letters, digits, C(.), C(_), C(:) and C(-).
+      - LUN name, unique within its target; 1-255 printable ASCII characters, without C(/) or C(\), without leading
+        or trailing spaces, and not C(.) or C(..).
     type: str
     required: true
   target:
     description:
-      - Name of the target that holds the LUN.
+      - Name of the target that holds the LUN (lower-case, as ZBS stores target names).
     type: str
     required: true
   state:
     description:
       - V(present) creates or updates the LUN, V(absent) deletes it.
+      - Deleting a LUN that initiators have live iSCSI sessions to fails, naming them, unless O(force=true).
     type: str
     choices: [present, absent]
     default: present
@@ -38,8 +45,16 @@ options:
       - Size with a unit (V(512MiB), V(10GiB), V(1TiB); V(G) and V(GB) mean the same binary multiples as V(GiB))
         or a number of bytes. At most 64 TiB.
       - Required to create an empty LUN; a clone or copy starts with its source's size and grows to this size.
-      - Only grows. A smaller size than the LUN's fails and changes nothing.
+      - Only grows. A smaller size than the LUN's is handled according to O(smaller_size).
     type: str
+  smaller_size:
+    description:
+      - What to do when O(size) is smaller than the LUN's current size, which ZBS cannot shrink.
+      - V(warn) keeps the current size and warns; V(ignore) keeps it silently (O(size) is a minimum, for playbooks
+        that create LUNs with an initial size and grow them in a later task); V(fail) fails and changes nothing.
+    type: str
+    choices: [warn, ignore, fail]
+    default: warn
   replica_num:
     description:
       - Replica count. Defaults to the target's on create. May only go up.
@@ -56,16 +71,15 @@ options:
   allowed_initiators:
     description:
       - Initiator IQNs that may see the LUN (LUN masking), applied according to O(initiators_mode).
-      - V(*/*) admits every initiator; an empty list with O(initiators_mode=replace) admits nobody.
-      - A new LUN without this option admits every initiator, as ZBS does. With O(initiators_mode=add), a new LUN
-        admits only the listed IQNs (nobody for an empty list), and later runs leave other grants alone - the
-        pattern for LUNs whose access M(smartx.zbs.zbs_initiator) manages.
+      - V(["*"]) (or V(["*/*"])) admits every initiator; an empty list with O(initiators_mode=replace) admits nobody.
+      - Without this option a new LUN admits nobody, and an existing LUN keeps its list.
     type: list
     elements: str
   initiators_mode:
     description:
       - V(replace) makes O(allowed_initiators) the exact list.
-      - V(add) adds the listed IQNs and keeps the others.
+      - V(add) adds the listed IQNs and keeps the others - the pattern for LUNs whose access
+        M(smartx.zbs.zbs_initiator) manages.
       - V(remove) removes the listed IQNs and keeps the others. Removing from a LUN that admits everyone fails,
         because "everyone except these" cannot be expressed; set the list with V(replace) first.
     type: str
@@ -105,6 +119,7 @@ options:
       - Create the LUN as a clone of a snapshot. Only used when the LUN does not exist yet.
       - The clone gets the next free LUN number and its source's provisioning, so O(lun_id) cannot be given and
         O(thin_provision) must match the source.
+      - ZBS opens a clone to every initiator; the module closes it (or sets O(allowed_initiators)) right after.
     type: dict
     suboptions:
       name:
@@ -121,7 +136,8 @@ options:
   copy_from:
     description:
       - Create the LUN as a full copy of another LUN. Only used when the LUN does not exist yet.
-      - As with O(from_snapshot), O(lun_id) cannot be given and O(thin_provision) must match the source.
+      - As with O(from_snapshot), O(lun_id) cannot be given, O(thin_provision) must match the source, and the copy is
+        closed (or set to O(allowed_initiators)) right after ZBS made it.
     type: dict
     suboptions:
       lun:
@@ -133,10 +149,21 @@ options:
         type: str
   remove_snapshots:
     description:
-      - With O(state=absent), also delete the LUN's snapshots. Without it, deleting a LUN that has snapshots fails
-        and changes nothing.
+      - With O(state=absent), also delete the LUN's snapshots (the diff lists them). Without it, deleting a LUN that
+        has snapshots fails and changes nothing.
     type: bool
     default: false
+  force:
+    description:
+      - With O(state=absent), delete the LUN even while initiators have live iSCSI sessions to it (they lose the
+        LUN at once). The task warns, naming them.
+      - The sessions are those on the LUN's target from initiators the LUN admits. CloudTower does not report a
+        session's initiator name, only its address; there every session to the target counts.
+    type: bool
+    default: false
+notes:
+  - In check mode, a target (or clone source) that does not exist yet is taken to be created by an earlier task of
+    the same play; the task reports the LUN as created and says so in RV(msg).
 extends_documentation_fragment:
   - smartx.zbs.zbs
   - smartx.zbs.zbs.attributes
@@ -150,6 +177,10 @@ EXAMPLES = r"""
       username: "{{ zbs_username }}"
       password: "{{ zbs_password }}"
   block:
+    - name: The application's target
+      smartx.zbs.zbs_target:
+        name: app
+
     - name: A 20 GiB data LUN visible to two hosts
       smartx.zbs.zbs_lun:
         target: app
@@ -159,7 +190,7 @@ EXAMPLES = r"""
           - iqn.2004-10.com.example:node1
           - iqn.2004-10.com.example:node2
 
-    - name: Grow it (a smaller size would fail)
+    - name: Grow it (running the task above again afterwards keeps 40 GiB, with a warning)
       smartx.zbs.zbs_lun:
         target: app
         name: data
@@ -172,7 +203,20 @@ EXAMPLES = r"""
         allowed_initiators: [iqn.2004-10.com.example:node3]
         initiators_mode: add
 
-    - name: A test copy from last night's snapshot
+    - name: A scratch LUN that every initiator may see (opening to everyone is spelled out)
+      smartx.zbs.zbs_lun:
+        target: app
+        name: scratch
+        size: 1GiB
+        allowed_initiators: ["*"]
+
+    - name: Snapshot the data LUN
+      smartx.zbs.zbs_lun_snapshot:
+        target: app
+        lun: data
+        name: nightly
+
+    - name: A test copy from that snapshot, visible to one test host
       smartx.zbs.zbs_lun:
         target: app
         name: data-test
@@ -181,18 +225,19 @@ EXAMPLES = r"""
           name: nightly
         allowed_initiators: [iqn.2004-10.com.example:test1]
 
-    - name: Rename
+    - name: Rename the copy
       smartx.zbs.zbs_lun:
         target: app
         name: data-restore-check
         from_name: data-test
 
-    - name: Delete it with its snapshots
+    - name: Delete the copy with its snapshots, even if a test host is still logged in
       smartx.zbs.zbs_lun:
         target: app
         name: data-restore-check
         state: absent
         remove_snapshots: true
+        force: true
 """
 
 RETURN = r"""
@@ -217,20 +262,33 @@ size:
   returned: when state is present
   type: str
   sample: 20GiB
+msg:
+  description: In check mode, why a LUN is planned although its target or source does not exist yet.
+  returned: when check mode plans past a missing parent
+  type: str
+  sample: "check mode: target 'app' does not exist yet; taken to be created by an earlier task"
 """
 
 from typing import Any, Dict, Optional
 
+from ansible_collections.smartx.zbs.plugins.module_utils.zbs_access import describe_sessions, sessions_using
 from ansible_collections.smartx.zbs.plugins.module_utils.zbs_ansible import (
     QOS_FIELDS,
-    changed_fields,
-    check_immutable,
     fail_field,
     qos_argument_spec,
     result,
     run,
+    target_name,
     zbs_client,
     zbs_module,
+)
+from ansible_collections.smartx.zbs.plugins.module_utils.zbs_lun_plan import (
+    SMALLER_SIZE_CHOICES,
+    access_differs,
+    exact_access,
+    lun_view,
+    settings_update,
+    split_access,
 )
 from ansible_collections.smartx.zbs.plugins.module_utils.zbs_units import format_size
 from ansible_collections.smartx.zbs.plugins.module_utils.zbs_validate import (
@@ -238,16 +296,10 @@ from ansible_collections.smartx.zbs.plugins.module_utils.zbs_validate import (
     AllowedInitiators,
     format_allowed_initiators,
     parse_allowed_initiators,
-    validate_iqn,
     validate_lun_id,
     validate_lun_name,
     validate_lun_size,
-    validate_target_name,
 )
-
-# What the API's null stands for, so asking for that value is no change.
-NULL_MEANS = dict.fromkeys(QOS_FIELDS, 0)
-VIEW_FIELDS = ("name", "lun_id", "assigned_size", "replica_num", "thin_provision", "allowed_initiators", *QOS_FIELDS)
 
 
 def find_lun(client: Any, target: str, name: str) -> Optional[Dict[str, Any]]:
@@ -256,43 +308,29 @@ def find_lun(client: Any, target: str, name: str) -> Optional[Dict[str, Any]]:
 
 
 def _view(lun: Optional[Dict[str, Any]], target: str) -> Optional[Dict[str, Any]]:
-    if lun is None:
-        return None
-    view = {k: lun.get(k) for k in VIEW_FIELDS if k in lun}
-    view["target"] = target
-    if isinstance(lun.get("assigned_size"), int):
-        view["size"] = format_size(lun["assigned_size"])
-    return view
+    return None if lun is None else dict(lun_view(lun), target=target)
 
 
 def _wanted_initiators(module: Any, current: Optional[str], obj: str) -> Optional[str]:
-    """The ``allowed_initiators`` string the LUN should end with (None = leave as is)."""
+    """The ``allowed_initiators`` string the LUN should end with (None = leave as is).
+
+    ``current`` None means a new LUN, which starts from nobody whatever the mode.
+    """
     p = module.params
     if p["allowed_initiators"] is None:
-        return None
-    items = [i.strip() for i in p["allowed_initiators"] if i.strip()]
-    everyone = ALLOW_ALL in items
-    iqns = frozenset(validate_iqn(i, "allowed_initiators") for i in items if i != ALLOW_ALL)
+        return None if current is not None else ""
     mode = p["initiators_mode"]
-    # A new LUN starts from nobody for add/remove (the listed IQNs and no one else), from the API default otherwise.
-    have = parse_allowed_initiators(current) if current is not None else AllowedInitiators("none")
     if mode == "replace":
-        if everyone and iqns:
-            fail_field(
-                "allowed_initiators", "'*/*' admits everyone and cannot be combined with IQNs", "update-iscsi-lun", obj
-            )
-        return (
-            ALLOW_ALL
-            if everyone
-            else format_allowed_initiators(AllowedInitiators("set", iqns) if iqns else AllowedInitiators("none"))
-        )
+        return exact_access(p["allowed_initiators"], "allowed_initiators", "update-iscsi-lun", obj)
+    everyone, iqns = split_access(p["allowed_initiators"], "allowed_initiators", "update-iscsi-lun", obj)
     if everyone:
         fail_field(
             "allowed_initiators",
-            f"'*/*' can only be used with initiators_mode=replace, not {mode}",
+            f"'*' can only be used with initiators_mode=replace, not {mode}",
             "update-iscsi-lun",
             obj,
         )
+    have = parse_allowed_initiators(current) if current is not None else AllowedInitiators("none")
     if mode == "add":
         for iqn in sorted(iqns):
             have = have.with_added(iqn)
@@ -309,7 +347,7 @@ def _wanted_initiators(module: Any, current: Optional[str], obj: str) -> Optiona
     return format_allowed_initiators(have)
 
 
-def _desired(module: Any) -> Dict[str, Any]:
+def _desired(module: Any, obj: str) -> Dict[str, Any]:
     p = module.params
     qos = p["qos"] or {}
     want = {
@@ -319,97 +357,90 @@ def _desired(module: Any) -> Dict[str, Any]:
         "lun_id": validate_lun_id(p["lun_id"]) if p["lun_id"] is not None else None,
     }
     want.update({q: qos.get(q) for q in QOS_FIELDS})
-    for iqn in p["allowed_initiators"] or []:
-        if iqn.strip() != ALLOW_ALL:
-            validate_iqn(iqn, "allowed_initiators")
+    split_access(p["allowed_initiators"] or [], "allowed_initiators", "update-iscsi-lun", obj)
     return want
 
 
 def _compute_update(module: Any, current: Dict[str, Any], want: Dict[str, Any], name: str, obj: str) -> Dict[str, Any]:
     """The ``update-iscsi-lun`` data that brings ``current`` to ``want`` ({} = no change)."""
-    check_immutable(current, want, ("thin_provision", "lun_id"), "update-iscsi-lun", obj)
-    size, cur_size = want["assigned_size"], current.get("assigned_size")
-    if size is not None and isinstance(cur_size, int) and size < cur_size:
-        fail_field(
-            "size",
-            f"LUNs only grow: requested {format_size(size)} is smaller than the current {format_size(cur_size)}",
-            "update-iscsi-lun",
-            obj,
-        )
-    replica, cur_replica = want["replica_num"], current.get("replica_num")
-    if replica is not None and isinstance(cur_replica, int) and replica < cur_replica:
-        fail_field(
-            "replica_num",
-            f"may only go up: requested {replica} is below the current {cur_replica}",
-            "update-iscsi-lun",
-            obj,
-        )
-    comparable = {k: v for k, v in want.items() if k not in ("thin_provision", "lun_id")}
-    data = changed_fields(current, comparable, NULL_MEANS)
+    data = settings_update(module, current, want, obj)
     initiators = _wanted_initiators(module, current.get("allowed_initiators"), obj)
-    if initiators is not None:
-        have = current.get("allowed_initiators")
-        if format_allowed_initiators(parse_allowed_initiators(have) if have is not None else None) != initiators:
-            data["allowed_initiators"] = initiators
+    if initiators is not None and access_differs(current, initiators):
+        data["allowed_initiators"] = initiators
     if current.get("name") != name:
         data["name"] = name
     return data
 
 
-def _source_lun(client: Any, target: str, lun: str, field: str, obj: str) -> Dict[str, Any]:
-    found = find_lun(client, validate_target_name(target, f"{field}.target"), validate_lun_name(lun, f"{field}.lun"))
-    if found is None:
-        fail_field(f"{field}.lun", f"no LUN {lun!r} in target {target!r}", "create-iscsi-lun", obj)
-    return found
+def planned_past_missing(module: Any, what: str, obj: str, after: Dict[str, Any]) -> Dict[str, Any]:
+    """Check mode's answer when ``what`` (a target, a source) does not exist yet.
+
+    A play that starts from nothing creates it in an earlier task, which check mode did not
+    run; so the LUN would be created, not refused.
+    """
+    return result(
+        module,
+        True,
+        None,
+        after,
+        lun=after,
+        msg=f"check mode: {what} does not exist yet; taken to be created by an earlier task, then {obj} with it",
+    )
 
 
-def _create(module: Any, client: Any, target_name: str, name: str, want: Dict[str, Any], obj: str) -> Dict[str, Any]:
+def _source_lun(client: Any, target: str, lun: str, field: str) -> Optional[Dict[str, Any]]:
+    return find_lun(client, target_name(target, f"{field}.target"), validate_lun_name(lun, f"{field}.lun"))
+
+
+def _create(module: Any, client: Any, target_name_: str, name: str, want: Dict[str, Any], obj: str) -> Dict[str, Any]:
     p = module.params
-    target = client.targets.get(name=target_name)
+    initiators = _wanted_initiators(module, None, obj)
+    planned_view = {k: v for k, v in want.items() if v is not None}
+    planned_view.update(name=name, allowed_initiators=initiators)
+    target = client.targets.get(name=target_name_)
     if target is None:
+        if module.check_mode:
+            return planned_past_missing(
+                module, f"target {target_name_!r}", obj, _view(planned_view, target_name_) or {}
+            )
         fail_field(
             "target",
-            f"target {target_name!r} does not exist; create it with smartx.zbs.zbs_target",
+            f"target {target_name_!r} does not exist; create it with smartx.zbs.zbs_target",
             "create-iscsi-lun",
             obj,
         )
-    initiators = _wanted_initiators(module, None, obj)
     if p["from_snapshot"] is None and p["copy_from"] is None:
         if want["assigned_size"] is None:
             fail_field("size", "required to create a LUN that is not cloned or copied", "create-iscsi-lun", obj)
         fields = {k: v for k, v in want.items() if v is not None}
         fields.setdefault("replica_num", target.get("replica_num"))
-        fields.update(name=name, iscsi_target_id=target["id"])
-        if initiators is not None:
-            fields["allowed_initiators"] = initiators
-        view = _view(fields, target_name)
+        fields.update(name=name, iscsi_target_id=target["id"], allowed_initiators=initiators)
+        view = _view(fields, target_name_)
         if module.check_mode:
             return result(module, True, None, view, lun=fields, size=format_size(fields["assigned_size"]))
         created = client.luns.create(**fields)
         return result(
-            module, True, None, _view(created, target_name), lun=created, size=format_size(created["assigned_size"])
+            module, True, None, _view(created, target_name_), lun=created, size=format_size(created["assigned_size"])
         )
 
-    # Clone or copy first (the new LUN takes its source's size), then apply the rest as an update.
-    if p["from_snapshot"] is not None:
-        src_spec = p["from_snapshot"]
-        src_lun = _source_lun(client, src_spec["target"] or target_name, src_spec["lun"], "from_snapshot", obj)
-        snap = client.snapshots.get(name=src_spec["name"], lun_id=src_lun["id"])
-        if snap is None:
-            fail_field(
-                "from_snapshot.name",
-                f"no snapshot {src_spec['name']!r} of LUN {src_spec['lun']!r}",
-                "clone-iscsi-lun-from-snapshot",
-                obj,
-            )
-        src_size = snap.get("assigned_size") or src_lun.get("assigned_size")
-    else:
-        src_spec = p["copy_from"]
-        src_lun = _source_lun(client, src_spec["target"] or target_name, src_spec["lun"], "copy_from", obj)
-        src_size = src_lun.get("assigned_size")
+    # Clone or copy first (the new LUN takes its source's size and is open to all), then apply the rest.
+    source = "from_snapshot" if p["from_snapshot"] is not None else "copy_from"
+    spec = p[source]
+    src_lun = _source_lun(client, spec["target"] or target_name_, spec["lun"], source)
+    snap = None
+    if src_lun is not None and source == "from_snapshot":
+        snap = client.snapshots.get(name=spec["name"], lun_id=src_lun["id"])
+    if src_lun is None or (source == "from_snapshot" and snap is None):
+        what = (
+            f"LUN {spec['lun']!r} in target {spec['target'] or target_name_!r}"
+            if src_lun is None
+            else f"snapshot {spec['name']!r} of LUN {spec['lun']!r}"
+        )
+        if module.check_mode:
+            return planned_past_missing(module, what, obj, _view(planned_view, target_name_) or {})
+        fail_field(f"{source}.name" if src_lun else f"{source}.lun", f"no {what}", "create-iscsi-lun", obj)
     # A clone or copy gets the next free LUN number and its source's provisioning; asking for others would
     # only fail on the next run as an immutable-field change, so refuse now.
-    source = "from_snapshot" if p["from_snapshot"] is not None else "copy_from"
     if want["lun_id"] is not None:
         fail_field("lun_id", f"cannot be chosen for a LUN made with {source}", "create-iscsi-lun", obj)
     if want["thin_provision"] is not None and want["thin_provision"] != src_lun.get("thin_provision"):
@@ -421,23 +452,24 @@ def _create(module: Any, client: Any, target_name: str, name: str, want: Dict[st
         )
     planned: Dict[str, Any] = {
         "name": name,
-        "assigned_size": src_size,
+        "assigned_size": src_lun.get("assigned_size"),
         "replica_num": src_lun.get("replica_num"),
         "thin_provision": src_lun.get("thin_provision"),
         "allowed_initiators": ALLOW_ALL,
     }
     data = _after_clone(module, planned, want, initiators, name, obj)
-    after = _view(dict(planned, **data), target_name)
+    after = dict(planned, **data)
     if module.check_mode:
+        size = after.get("assigned_size")
         return result(
             module,
             True,
             None,
-            after,
-            lun=dict(planned, **data),
-            size=format_size(after["assigned_size"]) if after and isinstance(after.get("assigned_size"), int) else None,
+            _view(after, target_name_),
+            lun=after,
+            size=format_size(size) if isinstance(size, int) else None,
         )
-    if p["from_snapshot"] is not None:
+    if snap is not None:
         created = client.luns.clone_from_snapshot(snap["id"], target["id"], name)
     else:
         created = client.luns.copy(src_lun["id"], name, dest_target_id=target["id"])
@@ -445,7 +477,7 @@ def _create(module: Any, client: Any, target_name: str, name: str, want: Dict[st
     if data:
         created = client.luns.update(created["id"], **data)
     return result(
-        module, True, None, _view(created, target_name), lun=created, size=format_size(created["assigned_size"])
+        module, True, None, _view(created, target_name_), lun=created, size=format_size(created["assigned_size"])
     )
 
 
@@ -455,9 +487,38 @@ def _after_clone(
     """The update a fresh clone/copy needs; its access list is the one a new LUN would get, whatever the mode."""
     data = _compute_update(module, lun, {**want, "lun_id": None, "thin_provision": None}, name, obj)
     data.pop("allowed_initiators", None)
-    if initiators is not None and initiators != lun.get("allowed_initiators"):
+    if initiators != lun.get("allowed_initiators"):
         data["allowed_initiators"] = initiators
     return data
+
+
+def _delete(module: Any, client: Any, current: Dict[str, Any], target: str, obj: str) -> Dict[str, Any]:
+    """Delete the LUN, refusing while it has snapshots or live sessions unless told otherwise."""
+    p = module.params
+    before = _view(current, target) or {}
+    if (current.get("snapshot_num") or 0) > 0:
+        if not p["remove_snapshots"]:
+            fail_field(
+                "remove_snapshots",
+                f"the LUN has {current['snapshot_num']} snapshot(s); set remove_snapshots=true to delete them with it",
+                "delete-iscsi-lun",
+                obj,
+            )
+        snapshots = client.snapshots.list(where={"iscsi_lun": {"id": current["id"]}})
+        before["snapshots"] = sorted(str(s.get("name")) for s in snapshots)
+    connections = client.connections.list(where={"iscsi_target": {"id": (current.get("iscsi_target") or {}).get("id")}})
+    sessions = sessions_using(current, connections)
+    if sessions:
+        in_use = f"the LUN is in use: {describe_sessions(sessions)}"
+        if not p["force"]:
+            fail_field(
+                "force", f"{in_use}; they would lose it at once (force=true deletes it anyway)", "delete-iscsi-lun", obj
+            )
+        module.warn(f"{obj}: {in_use}; deleting it anyway (force=true)")
+        before["sessions"] = sorted({s.label() for s in sessions})
+    if not module.check_mode:
+        client.luns.delete(current["id"], remove_snapshot=p["remove_snapshots"])
+    return result(module, True, before, None)
 
 
 def main() -> None:
@@ -468,6 +529,7 @@ def main() -> None:
             "target": {"type": "str", "required": True},
             "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
             "size": {"type": "str"},
+            "smaller_size": {"type": "str", "choices": SMALLER_SIZE_CHOICES, "default": "warn"},
             "replica_num": {"type": "int", "choices": [1, 2, 3]},
             "thin_provision": {"type": "bool"},
             "lun_id": {"type": "int"},
@@ -481,6 +543,7 @@ def main() -> None:
             },
             "copy_from": {"type": "dict", "options": source_lun},
             "remove_snapshots": {"type": "bool", "default": False},
+            "force": {"type": "bool", "default": False},
         },
         mutually_exclusive=[("from_snapshot", "copy_from")],
     )
@@ -490,44 +553,33 @@ def main() -> None:
 def apply(module: Any) -> Dict[str, Any]:
     """Read the LUN, compute the change, write it unless in check mode."""
     p = module.params
-    target_name = validate_target_name(p["target"], "target")
+    target = target_name(p["target"], "target")
     name = validate_lun_name(p["name"])
-    obj = f"LUN {name!r} in target {target_name!r}"
+    obj = f"LUN {name!r} in target {target!r}"
     client = zbs_client(module)
-    current = find_lun(client, target_name, name)
+    current = find_lun(client, target, name)
 
     if p["state"] == "absent":
         if current is None:
             return result(module, False, None, None)
-        if (current.get("snapshot_num") or 0) > 0 and not p["remove_snapshots"]:
-            fail_field(
-                "remove_snapshots",
-                f"the LUN has {current['snapshot_num']} snapshot(s); set remove_snapshots=true to delete them with it",
-                "delete-iscsi-lun",
-                obj,
-            )
-        if not module.check_mode:
-            client.luns.delete(current["id"], remove_snapshot=p["remove_snapshots"])
-        return result(module, True, _view(current, target_name), None)
+        return _delete(module, client, current, target, obj)
 
-    want = _desired(module)
+    want = _desired(module, obj)
     if current is None and p["from_name"] is not None:
-        current = find_lun(client, target_name, validate_lun_name(p["from_name"], "from_name"))
+        current = find_lun(client, target, validate_lun_name(p["from_name"], "from_name"))
     if current is None:
-        return _create(module, client, target_name, name, want, obj)
+        return _create(module, client, target, name, want, obj)
 
     data = _compute_update(module, current, want, name, obj)
-    before = _view(current, target_name)
+    before = _view(current, target)
     if not data:
         return result(module, False, before, before, lun=current, size=format_size(current["assigned_size"]))
     planned = dict(current, **data)
-    after = _view(planned, target_name)
+    after = _view(planned, target)
     if module.check_mode:
         return result(module, True, before, after, lun=planned, size=format_size(planned["assigned_size"]))
     updated = client.luns.update(current["id"], **data)
-    return result(
-        module, True, before, _view(updated, target_name), lun=updated, size=format_size(updated["assigned_size"])
-    )
+    return result(module, True, before, _view(updated, target), lun=updated, size=format_size(updated["assigned_size"]))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ author:
 options:
   name:
     description:
-      - Snapshot name, unique per LUN; ASCII letters, digits, C(.), C(_), C(:) and C(-).
+      - Snapshot name, unique per LUN; 1-255 printable ASCII characters, without C(/) or C(\), without leading or
+        trailing spaces, and not C(.) or C(..).
     type: str
     required: true
   lun:
@@ -27,7 +28,7 @@ options:
     required: true
   target:
     description:
-      - Name of the target that holds the LUN.
+      - Name of the target that holds the LUN (lower-case, as ZBS stores target names).
     type: str
     required: true
   state:
@@ -36,11 +37,25 @@ options:
       - V(rolled_back) rolls the LUN back to the snapshot, discarding everything written since.
         This is B(not idempotent) - every run rolls back again and reports a change - so guard it with a
         condition of your own. In check mode it reports the change and does nothing.
-      - Roll back only while no host uses the LUN (its file system unmounted, sessions logged out);
-        a host that has the LUN mounted sees its data change underneath it.
+      - A rollback also gives the LUN the size it had when the snapshot was taken, so a LUN grown since
+        B(shrinks back); the diff and RV(size_before)/RV(size) show it and the task warns. The API does not show
+        a snapshot's size, so in check mode the size after the rollback is not known.
+      - Roll back only while no host uses the LUN (its file system unmounted, sessions logged out); a rollback
+        of a LUN that initiators have live iSCSI sessions to fails, naming them, unless O(force=true).
     type: str
     choices: [present, absent, rolled_back]
     default: present
+  force:
+    description:
+      - With O(state=rolled_back), roll back even while initiators have live iSCSI sessions to the LUN; a host
+        that has it mounted sees its data change underneath it. The task warns, naming them.
+      - As for M(smartx.zbs.zbs_lun), CloudTower names a session by its address only; there every session to the
+        LUN's target counts.
+    type: bool
+    default: false
+notes:
+  - In check mode, a LUN or snapshot that does not exist yet is taken to be created by an earlier task of the same
+    play; the task reports the change and says so in RV(msg).
 extends_documentation_fragment:
   - smartx.zbs.zbs
   - smartx.zbs.zbs.attributes
@@ -54,11 +69,27 @@ EXAMPLES = r"""
       username: "{{ zbs_username }}"
       password: "{{ zbs_password }}"
   block:
+    - name: The application's target
+      smartx.zbs.zbs_target:
+        name: app
+
+    - name: The data LUN
+      smartx.zbs.zbs_lun:
+        target: app
+        name: data
+        size: 10GiB
+
     - name: Snapshot before the upgrade
       smartx.zbs.zbs_lun_snapshot:
         target: app
         lun: data
         name: before-upgrade
+
+    - name: The upgrade (here a command that fails)
+      ansible.builtin.command: /bin/false
+      register: upgrade
+      changed_when: false
+      failed_when: false
 
     - name: Roll back when the upgrade failed (not idempotent - runs only on failure)
       smartx.zbs.zbs_lun_snapshot:
@@ -66,7 +97,7 @@ EXAMPLES = r"""
         lun: data
         name: before-upgrade
         state: rolled_back
-      when: upgrade is failed
+      when: upgrade.rc != 0
 
     - name: Drop the snapshot afterwards
       smartx.zbs.zbs_lun_snapshot:
@@ -90,28 +121,59 @@ snapshot:
     iscsi_target: {id: ckx0lk2v40001, name: app}
     unique_size: 0
     local_created_at: "2026-11-27T14:02:11Z"
+lun:
+  description: With O(state=rolled_back), the LUN as the API shows it after the rollback.
+  returned: when state is rolled_back and not in check mode
+  type: dict
+  sample: {id: ckx0m3q7d0004, name: data, assigned_size: 10737418240}
+size_before:
+  description: With O(state=rolled_back), the LUN's size before the rollback.
+  returned: when state is rolled_back
+  type: str
+  sample: 20GiB
+size:
+  description: With O(state=rolled_back), the LUN's size after the rollback - the size it had when the snapshot
+    was taken.
+  returned: when state is rolled_back and not in check mode
+  type: str
+  sample: 10GiB
+msg:
+  description: In check mode, why a change is planned although the LUN or snapshot does not exist yet.
+  returned: when check mode plans past a missing LUN or snapshot
+  type: str
+  sample: "check mode: LUN 'data' in target 'app' does not exist yet; taken to be created by an earlier task"
 """
 
 from typing import Any, Dict, Optional
 
+from ansible_collections.smartx.zbs.plugins.module_utils.zbs_access import describe_sessions, sessions_using
 from ansible_collections.smartx.zbs.plugins.module_utils.zbs_ansible import (
     fail_field,
     result,
     run,
+    target_name,
     zbs_client,
     zbs_module,
 )
+from ansible_collections.smartx.zbs.plugins.module_utils.zbs_units import format_size
 from ansible_collections.smartx.zbs.plugins.module_utils.zbs_validate import (
     validate_lun_name,
     validate_snapshot_name,
-    validate_target_name,
 )
+
+#: What check mode can say of the size a rollback leaves: the API does not show a snapshot's size.
+UNKNOWN_SIZE = "the snapshot's size (not shown by the API before the rollback)"
 
 
 def _view(snapshot: Optional[Dict[str, Any]], target: str, lun: str) -> Optional[Dict[str, Any]]:
     if snapshot is None:
         return None
     return {"name": snapshot.get("name"), "lun": lun, "target": target}
+
+
+def _size(lun: Dict[str, Any]) -> Optional[str]:
+    size = lun.get("assigned_size")
+    return format_size(size) if isinstance(size, int) else None
 
 
 def main() -> None:
@@ -121,44 +183,78 @@ def main() -> None:
             "lun": {"type": "str", "required": True},
             "target": {"type": "str", "required": True},
             "state": {"type": "str", "choices": ["present", "absent", "rolled_back"], "default": "present"},
+            "force": {"type": "bool", "default": False},
         }
     )
     run(module, lambda: apply(module))
 
 
-def apply(module: Any) -> Dict[str, Any]:
-    """Read LUN and snapshot, compute the change, write it unless in check mode."""
-    p = module.params
-    target = validate_target_name(p["target"], "target")
-    lun_name = validate_lun_name(p["lun"], "lun")
-    name = validate_snapshot_name(p["name"])
-    obj = f"snapshot {name!r} of LUN {lun_name!r} in target {target!r}"
-    client = zbs_client(module)
-    # One read finds the snapshot through its LUN and target relations; the LUN is read only when it is missing.
-    found = client.snapshots.list(
-        where={"name": name, "iscsi_lun": {"name": lun_name}, "iscsi_target": {"name": target}}
+def rollback(
+    module: Any, client: Any, snapshot: Dict[str, Any], target: str, lun_name: str, obj: str
+) -> Dict[str, Any]:
+    """Roll the LUN back, refusing while it is in use unless forced; show what it does to the size."""
+    lun = client.luns.get(id=snapshot["iscsi_lun"]["id"]) or {}
+    connections = client.connections.list(where={"iscsi_target": {"id": (lun.get("iscsi_target") or {}).get("id")}})
+    sessions = sessions_using(lun, connections)
+    if sessions:
+        in_use = f"LUN {lun_name!r} is in use: {describe_sessions(sessions)}"
+        if not module.params["force"]:
+            fail_field(
+                "force",
+                f"{in_use}; a rollback changes the data under them (force=true rolls back anyway)",
+                "rollback-iscsi-lun-from-snapshot",
+                obj,
+            )
+        module.warn(f"{obj}: {in_use}; rolling back anyway (force=true)")
+    before = {"lun": lun_name, "target": target, "rolled_back_to": None, "size": _size(lun)}
+    if module.check_mode:
+        return result(
+            module,
+            True,
+            before,
+            dict(before, rolled_back_to=snapshot["name"], size=UNKNOWN_SIZE),
+            snapshot=snapshot,
+            size_before=before["size"],
+        )
+    client.luns.rollback(snapshot["iscsi_lun"]["id"], snapshot["id"])
+    after_lun = client.luns.get(id=snapshot["iscsi_lun"]["id"]) or {}
+    after = dict(before, rolled_back_to=snapshot["name"], size=_size(after_lun))
+    if after["size"] != before["size"]:
+        module.warn(
+            f"{obj}: the rollback changed the LUN's size from {before['size']} to {after['size']} (its size when the "
+            "snapshot was taken); grow it again with smartx.zbs.zbs_lun if needed"
+        )
+    return result(
+        module, True, before, after, snapshot=snapshot, lun=after_lun, size_before=before["size"], size=after["size"]
     )
-    snapshot = found[0] if found else None
-    view = _view(snapshot, target, lun_name)
 
-    if snapshot is not None:
-        if p["state"] == "present":
-            return result(module, False, view, view, snapshot=snapshot)
-        if p["state"] == "absent":
-            if not module.check_mode:
-                client.snapshots.delete(snapshot["id"])
-            return result(module, True, view, None)
-        if not module.check_mode:
-            client.luns.rollback(snapshot["iscsi_lun"]["id"], snapshot["id"])
-        before = {"lun": lun_name, "target": target, "rolled_back_to": None}
-        return result(module, True, before, dict(before, rolled_back_to=name), snapshot=snapshot)
 
-    if p["state"] == "absent":
-        return result(module, False, None, None)
+def missing(module: Any, client: Any, target: str, lun_name: str, name: str, obj: str) -> Dict[str, Any]:
+    """No such snapshot: create it, or explain which parent is missing (check mode plans past it)."""
+    p = module.params
     lun = client.luns.get(name=lun_name, target_name=target)
     if lun is None:
-        fail_field("lun", f"no LUN {lun_name!r} in target {target!r}", "get-iscsi-luns", obj)
+        what = f"LUN {lun_name!r} in target {target!r}"
+        if client.targets.get(name=target) is None:
+            what = f"target {target!r}"
+        if module.check_mode:
+            return result(
+                module,
+                True,
+                None,
+                {"name": name, "lun": lun_name, "target": target},
+                msg=f"check mode: {what} does not exist yet; taken to be created by an earlier task",
+            )
+        fail_field("target" if what.startswith("target") else "lun", f"no {what}", "get-iscsi-luns", obj)
     if p["state"] == "rolled_back":
+        if module.check_mode:
+            return result(
+                module,
+                True,
+                None,
+                None,
+                msg=f"check mode: snapshot {name!r} does not exist yet; taken to be created by an earlier task",
+            )
         fail_field("name", f"LUN {lun_name!r} has no snapshot {name!r}", "rollback-iscsi-lun-from-snapshot", obj)
     planned = {"name": name, "iscsi_lun": {"id": lun["id"], "name": lun_name}, "iscsi_target": lun.get("iscsi_target")}
     if module.check_mode:
@@ -168,6 +264,33 @@ def apply(module: Any) -> Dict[str, Any]:
         target_id = client.targets.get(name=target)["id"]
     created = client.snapshots.create(lun["id"], target_id, name)
     return result(module, True, None, _view(created, target, lun_name), snapshot=created)
+
+
+def apply(module: Any) -> Dict[str, Any]:
+    """Read LUN and snapshot, compute the change, write it unless in check mode."""
+    p = module.params
+    target = target_name(p["target"], "target")
+    lun_name = validate_lun_name(p["lun"], "lun")
+    name = validate_snapshot_name(p["name"])
+    obj = f"snapshot {name!r} of LUN {lun_name!r} in target {target!r}"
+    client = zbs_client(module)
+    # One read finds the snapshot through its LUN and target relations; the LUN is read only when it is missing.
+    found = client.snapshots.list(
+        where={"name": name, "iscsi_lun": {"name": lun_name}, "iscsi_target": {"name": target}}
+    )
+    snapshot = found[0] if found else None
+    if snapshot is None:
+        if p["state"] == "absent":
+            return result(module, False, None, None)
+        return missing(module, client, target, lun_name, name, obj)
+    view = _view(snapshot, target, lun_name)
+    if p["state"] == "present":
+        return result(module, False, view, view, snapshot=snapshot)
+    if p["state"] == "absent":
+        if not module.check_mode:
+            client.snapshots.delete(snapshot["id"])
+        return result(module, True, view, None)
+    return rollback(module, client, snapshot, target, lun_name, obj)
 
 
 if __name__ == "__main__":

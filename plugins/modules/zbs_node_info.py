@@ -45,6 +45,11 @@ EXAMPLES = r"""
 - name: Register every node's initiator with ZBS
   hosts: k8s_nodes
   become: true
+  module_defaults:
+    group/smartx.zbs.zbs:
+      host: "{{ zbs_host }}"
+      username: "{{ zbs_username }}"
+      password: "{{ zbs_password }}"
   tasks:
     - name: Read the node's iSCSI facts
       smartx.zbs.zbs_node_info:
@@ -56,13 +61,28 @@ EXAMPLES = r"""
           {{ inventory_hostname }}: iscsi_tcp loaded={{ node.zbs_node.kernel_modules.iscsi_tcp }},
           sessions={{ node.zbs_node.sessions | length }}
 
-    - name: Grant the node the shared LUN
+    - name: The shared LUN, made once from the controller
+      run_once: true
+      delegate_to: localhost
+      block:
+        - name: Its target
+          smartx.zbs.zbs_target:
+            name: app
+
+        - name: The LUN, closed until nodes are granted
+          smartx.zbs.zbs_lun:
+            target: app
+            name: shared
+            size: 10GiB
+
+    - name: Grant the node the shared LUN (a node without open-iscsi has no initiator name yet)
       smartx.zbs.zbs_initiator:
         iqn: "{{ node.zbs_node.initiator_name }}"
         mode: append
         luns:
           - {target: app, name: shared}
       delegate_to: localhost
+      when: node.zbs_node.initiator_name is truthy
 """
 
 RETURN = r"""

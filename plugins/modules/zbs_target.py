@@ -19,7 +19,8 @@ author:
 options:
   name:
     description:
-      - Target name; letters, digits, C(-) and C(.). ZBS stores it lower-case.
+      - Target name; lower-case letters, digits, C(-) and C(.), starting with a letter or digit. ZBS stores target
+        names in lower case, so an upper-case name is refused (naming the lower-case form) rather than changed.
     type: str
     required: true
   state:
@@ -187,7 +188,8 @@ EXAMPLES = r"""
 RETURN = r"""
 target:
   description:
-    - The target as the API shows it, CHAP secrets replaced by C(********).
+    - The target as the API shows it, CHAP secrets replaced by C(********), and QoS limits the API shows as null
+      (no limit) shown as C(0), as on LUNs.
     - Absent after a delete; in check mode on create, the fields that would be sent.
   returned: when state is present
   type: dict
@@ -220,9 +222,11 @@ from ansible_collections.smartx.zbs.plugins.module_utils.zbs_ansible import (
     fail_field,
     option_list,
     qos_argument_spec,
+    qos_zero,
     redact,
     result,
     run,
+    target_name,
     zbs_client,
     zbs_module,
 )
@@ -233,7 +237,6 @@ from ansible_collections.smartx.zbs.plugins.module_utils.zbs_validate import (
     validate_ip_whitelist,
     validate_iqn,
     validate_stripe_size,
-    validate_target_name,
 )
 
 # What the API's null stands for, so asking for that value is no change.
@@ -284,6 +287,7 @@ def _chaps_view(chaps: Optional[List[Dict[str, Any]]]) -> List[Dict[str, str]]:
 
 
 def _view(target: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    target = qos_zero(target)
     if target is None:
         return None
     view = {k: target.get(k) for k in VIEW_FIELDS if k in target}
@@ -414,7 +418,7 @@ def main() -> None:
 def apply(module: Any) -> Dict[str, Any]:
     """Read the target, compute the change, write it unless in check mode."""
     p = module.params
-    name = validate_target_name(p["name"])
+    name = target_name(p["name"], "name")
     client = zbs_client(module)
     current = client.targets.get(name=name)
 
@@ -438,7 +442,7 @@ def apply(module: Any) -> Dict[str, Any]:
         if module.check_mode:
             return result(module, True, None, after_view, target=redact(fields))
         created = client.targets.create(**fields)
-        return result(module, True, None, _view(redact(created)), target=redact(created))
+        return result(module, True, None, _view(redact(created)), target=qos_zero(redact(created)))
 
     if p["cluster"] is not None:
         cur_cluster = current.get("cluster") or {}
@@ -453,15 +457,15 @@ def apply(module: Any) -> Dict[str, Any]:
     data = _compute_update(module, current, want)
     before = _view(redact(current))
     if not data:
-        return result(module, False, before, before, target=redact(current))
+        return result(module, False, before, before, target=qos_zero(redact(current)))
     planned = dict(current, **data)
     after = _view(redact(planned))
     if "chap_secret" in data and after is not None:
         after["chap_secret"] = REDACTED  # a secret was written: show that something changed
     if module.check_mode:
-        return result(module, True, before, after, target=redact(planned))
+        return result(module, True, before, after, target=qos_zero(redact(planned)))
     updated = client.targets.update(current["id"], **data)
-    return result(module, True, before, after, target=redact(updated))
+    return result(module, True, before, after, target=qos_zero(redact(updated)))
 
 
 if __name__ == "__main__":

@@ -35,7 +35,12 @@ stage_quickstart() {
   local rc=0
   "$ROOT/scripts/quickstart.sh" >"$out/first.log" 2>&1 || { tail -60 "$out/first.log"; rc=1; }
   if [ $rc -eq 0 ]; then
-    grep -A12 '"msg": \[' "$out/first.log" || true
+    grep -A13 '"msg": \[' "$out/first.log" || true
+    # The LUNs' data must live in the capped XFS image, not on this machine's own disk.
+    local pool="$out/state/zbs-lite/pool" cap=$((11 << 30))
+    if [ "$(stat -f -c %T "$pool")" != xfs ] || [ "$(df -B1 --output=size "$pool" | tail -1)" -gt "$cap" ]; then
+      echo "quickstart: the pool $pool is not a capped XFS image:"; df -hT "$pool"; rc=1
+    fi
     "$ROOT/scripts/quickstart.sh" >"$out/second.log" 2>&1 || { tail -60 "$out/second.log"; rc=1; }
     if [ $rc -eq 0 ] && ! grep -Eq '^localhost +: ok=[0-9]+ +changed=0 +unreachable=0 +failed=0' "$out/second.log"; then
       echo "quickstart: the second run reported changes:"; grep -B2 -A8 'changed:' "$out/second.log" | head -60

@@ -23,6 +23,7 @@ from ansible_collections.smartx.zbs.plugins.module_utils.zbs_errors import (
 )
 
 from zbs_lite.testing import ZbsLiteProcess
+from zbs_lite.tls import ensure_tls
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -324,6 +325,25 @@ def test_tls_is_verified_with_the_generated_ca_and_refused_without(zbs_lite, mon
         assert lab.clusters.default()["id"]
 
 
+def test_tls_errors_say_which_ca_failed_and_why(zbs_lite, tmp_path):
+    """A wrong CA, no CA and a key file given as the CA each get their own, actionable message."""
+    no_ca = ZbsClient(zbs_lite.api_url, zbs_lite.username, zbs_lite.password, retries=0)
+    with no_ca, pytest.raises(ZbsConnectionError) as err:
+        no_ca.clusters.list()
+    assert "not signed by a CA this system trusts" in str(err.value) and "give ca_path" in str(err.value)
+
+    other = ensure_tls(tmp_path / "other-ca", "127.0.0.1")
+    wrong = make_client(zbs_lite, ca_path=str(other.ca_cert), retries=0)
+    with wrong, pytest.raises(ZbsConnectionError) as err:
+        wrong.clusters.list()
+    assert f"not signed by the CA in {other.ca_cert}" in str(err.value)
+    assert wrong.stats["login"] == 1  # a TLS failure is never retried
+
+    with pytest.raises(ZbsValidationError) as err:
+        make_client(zbs_lite, ca_path=str(other.ca_key))
+    assert err.value.field == "ca_path" and f"{other.ca_key} holds no certificate" in str(err.value)
+
+
 def test_from_env_uses_the_zbs_lite_environment(zbs_env):
     with ZbsClient.from_env() as c:
         assert c.clusters.default()["name"] == zbs_env["ZBS_CLUSTER"]
@@ -424,3 +444,33 @@ def test_missing_objects_are_not_found_errors(client):
         client.luns.update(gone, assigned_size="2GiB")
     with pytest.raises(ZbsNotFound):
         client.targets.update(gone, description="x")
+
+
+def test_batched_create_update_delete_are_one_call_each(client, prefix):
+    """The API takes arrays and id_in: many LUNs cost one mutation (plus task polls), not one per LUN."""
+    target = client.targets.create(prefix, replica_num=1)
+    client.stats.reset()
+    made = client.luns.create_many(
+        [
+            {"name": f"v{i}", "iscsi_target_id": target["id"], "assigned_size": "4MiB", "replica_num": 1}
+            for i in range(5)
+        ]
+    )
+    assert client.stats["create-iscsi-lun"] == 1 and len(made) == 5
+    luns = client.luns.list({"iscsi_target": {"id": target["id"]}})
+    assert sorted(x["name"] for x in luns) == [f"v{i}" for i in range(5)]
+    assert {x["lun_id"] for x in luns} == {1, 2, 3, 4, 5}
+    ids = [x["id"] for x in luns if x["name"] in ("v1", "v2")]
+    client.luns.update_many(ids, assigned_size=8 * MiB, allowed_initiators=[NODE_A])
+    assert client.stats["update-iscsi-lun"] == 1
+    grown = {x["name"]: x for x in client.luns.list({"iscsi_target": {"id": target["id"]}})}
+    assert grown["v1"]["assigned_size"] == grown["v2"]["assigned_size"] == 8 * MiB
+    assert grown["v1"]["allowed_initiators"] == NODE_A and grown["v0"]["assigned_size"] == 4 * MiB
+    with pytest.raises(ZbsValidationError):
+        client.luns.update_many(ids, name="same")
+    with pytest.raises(ZbsValidationError):
+        client.luns.create_many([{"name": "ok", "iscsi_target_id": target["id"], "assigned_size": "1MiB"}])
+    client.luns.delete_many([x["id"] for x in luns])
+    assert client.stats["delete-iscsi-lun"] == 1
+    assert client.luns.count({"iscsi_target": {"id": target["id"]}}) == 0
+    client.targets.delete(target["id"])

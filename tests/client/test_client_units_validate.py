@@ -211,3 +211,9 @@ def test_allowed_initiators_all_none_and_sets():
         with pytest.raises(ZbsValidationError) as err:
             parse_allowed_initiators(bad)
         assert err.value.field == "allowed_initiators"
+
+
+def test_the_lun_size_limit_is_said_in_a_readable_unit():
+    with pytest.raises(ZbsValidationError) as err:
+        validate_lun_size("65TiB")
+    assert "65TiB" in str(err.value) and "above the 64TiB maximum" in str(err.value)

@@ -79,8 +79,10 @@ class DriverProcess:
         if self.node_id:
             argv += ["--node-id", self.node_id]
         self.sock.unlink(missing_ok=True)
+        # The driver defaults to the kernel connector; this machine's kernel has no iscsi_tcp.
+        env = {"ZBS_CSI_CONNECTOR": "userspace", **self.env}
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(argv, env=self.env, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+            self.proc = subprocess.Popen(argv, env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
         while not self.sock.exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -324,3 +326,7 @@ class Cluster:
     def our_luns(self) -> list[dict]:
         """The LUNs in this cluster's targets."""
         return self.client().luns.list({"iscsi_target": {"name_starts_with": f"{self.prefix}-{self.cluster_id}."}})
+
+    def our_targets(self) -> list[dict]:
+        """This cluster's driver targets."""
+        return self.client().targets.list({"name_starts_with": f"{self.prefix}-{self.cluster_id}."})

@@ -76,6 +76,7 @@ def test_fifty_volumes_at_once(cluster: Cluster, tmp_path: Path, luns_per_target
                 pool.map(lambda v: ctrl.controller.DeleteVolume(csi.DeleteVolumeRequest(volume_id=v), timeout=300), ids)
             )
         assert cluster.our_luns() == []
+        assert cluster.our_targets() == [], "deleting the last volume of a driver target deletes the target"
     finally:
         ctrl.stop()
 

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import grpc
+import pytest
 from csi_harness import (
     NODE_A,
     NODE_B,
@@ -223,6 +224,17 @@ def test_probe_fails_when_the_zbs_api_is_unreachable(cluster: Cluster, tmp_path:
         assert code_of(broken.identity.Probe, csi.ProbeRequest()) == grpc.StatusCode.FAILED_PRECONDITION
     finally:
         broken.stop()
+    refused = DriverProcess(
+        tmp_path, "controller", clean_env(dict(cluster.env, ZBS_PASSWORD="not-the-password")), name="refused"
+    ).start()
+    try:
+        with pytest.raises(grpc.RpcError) as err:
+            refused.identity.Probe(csi.ProbeRequest(), timeout=120)
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "refused the driver's credentials" in err.value.details()
+        assert "unreachable" not in err.value.details(), "a 401 is not a network problem"
+    finally:
+        refused.stop()
     bad = DriverProcess(tmp_path, "node", env, node_id="not an iqn", name="bad-iqn")
     try:
         bad.start()

@@ -324,3 +324,30 @@ def test_smartx_names_and_session_tuning(playbook_runner: PlaybookRunner, tmp_pa
         "CMDS_MAX": "256",
         "REPLACEMENT_TIMEOUT": "15",
     }
+
+
+def test_manifests_go_to_the_home_directory_not_into_the_collection(
+    playbook_runner: PlaybookRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The collection's own playbook must not write into the installed collection by default."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    inside = ROOT / "playbooks" / "zbs-csi-manifests"
+    assert not inside.exists()
+    variables = {
+        "zbs_csi_render_only": True,
+        "zbs_csi_zbs_host": "https://zbs.example.test:443",
+        "zbs_csi_zbs_username": "csi",
+        "zbs_csi_zbs_password": PASSWORD,
+        "zbs_csi_zbs_ca_cert": CA_PEM,
+        "zbs_csi_iscsi_portal": "192.0.2.10:3260",
+    }
+    playbook_runner.run(PLAYBOOK, variables)
+    assert not inside.exists()
+    assert sorted(p.name for p in (tmp_path / "zbs-csi-manifests").glob("*.yaml"))
+
+
+def test_the_role_and_the_driver_default_to_the_same_connector() -> None:
+    from zbs_csi.config import Config
+
+    defaults = yaml.safe_load((ROOT / "roles" / "zbs_csi" / "defaults" / "main.yml").read_text())
+    assert defaults["zbs_csi_connector"] == Config().connector == "kernel"

@@ -56,5 +56,6 @@ def test_connection_spec_has_env_fallbacks_and_no_log_password():
         "ZBS_VALIDATE_CERTS",
         "ZBS_CA_PATH",
         "ZBS_TIMEOUT",
+        "ZBS_CONNECT_TIMEOUT",
     }
     assert spec["wait_timeout"]["default"] == 300.0

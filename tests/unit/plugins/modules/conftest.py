@@ -9,6 +9,8 @@ from typing import Any, Callable, Dict
 from unittest import mock
 
 import pytest
+from ansible.module_utils.common import warnings
+from ansible_collections.smartx.zbs.plugins.module_utils.zbs_ansible import CONNECTION_OPTIONS
 from ansible_collections.smartx.zbs.tests.unit.plugins.modules.fake_zbs import FakeZbs
 
 try:
@@ -31,8 +33,8 @@ CONNECTION = {"host": "https://zbs.unit.test", "username": "admin", "password": 
 def fake(monkeypatch: pytest.MonkeyPatch) -> FakeZbs:
     """The fake API; every requests.Session in the test talks to it (and nothing else)."""
     api = FakeZbs()
-    for env in ("ZBS_HOST", "ZBS_USERNAME", "ZBS_PASSWORD", "ZBS_VALIDATE_CERTS", "ZBS_CA_PATH", "ZBS_TIMEOUT"):
-        monkeypatch.delenv(env, raising=False)
+    for option in CONNECTION_OPTIONS:
+        monkeypatch.delenv(option.env, raising=False)
 
     def request(session: Any, method: str, url: str, **kwargs: Any) -> Any:
         return api.handle(session, method, url, **kwargs)
@@ -52,10 +54,14 @@ def run_module(capsys: pytest.CaptureFixture) -> Callable[..., Dict[str, Any]]:
         params.update(args)
         params.update(_ansible_check_mode=check, _ansible_diff=diff)
         capsys.readouterr()
+        # Warnings are process-global in ansible-core; each run here stands for a separate process.
+        warnings._global_warnings.clear()
         with patch_module_args(params), pytest.raises(SystemExit) as exc:
             module.main()
         out = json.loads(capsys.readouterr().out)
         assert (exc.value.code == 0) != bool(out.get("failed")), out
+        if "warnings" in out:  # ansible-core 2.19 wraps each warning in an event record
+            out["warnings"] = [w["event"]["msg"] if isinstance(w, dict) else w for w in out["warnings"]]
         return out
 
     return _run

@@ -116,6 +116,10 @@ class FakeZbs:
         self.tasks: Dict[str, Dict[str, Any]] = {}
         #: op name -> error message: the next task of that op ends FAILED with it
         self.fail_tasks: Dict[str, str] = {}
+        #: op names whose tasks never finish (stay EXECUTING), for wait_timeout
+        self.hang_tasks: set = set()
+        #: snapshot id -> the LUN size it was taken at (the API does not show it; rollback restores it)
+        self.snapshot_sizes: Dict[str, int] = {}
 
     # ------------------------------------------------------------------ helpers for tests
 
@@ -224,19 +228,33 @@ class FakeZbs:
     def _task(self, op: str, data: Dict[str, Any]) -> Dict[str, Any]:
         task_id = self.new_id("task")
         failure = self.fail_tasks.pop(op, None)
+        status = "FAILED" if failure else "SUCCESSED"
         self.tasks[task_id] = {
             "id": task_id,
-            "status": "FAILED" if failure else "SUCCESSED",
+            "status": "EXECUTING" if op in self.hang_tasks else status,
             "error_code": "EFAKE" if failure else None,
             "error_message": failure,
         }
         return {"task_id": task_id, "data": copy.deepcopy(data)}
 
     def _one(self, collection: Dict[str, Dict[str, Any]], where: Dict[str, Any], kind: str) -> Dict[str, Any]:
+        return self._all(collection, where, kind)[0]
+
+    def add_connection(self, target: str, iqn: Optional[str], ip: str = "10.0.0.11") -> Dict[str, Any]:
+        """A live session to ``target``; ``iqn`` None is how CloudTower reports one (IP only)."""
+        t = self.target(target)
+        assert t is not None
+        conn = {"id": self.new_id("conn"), "initiator_ip": ip, "iscsi_target": {"id": t["id"], "name": t["name"]}}
+        if iqn is not None:
+            conn["initiator_iqn"] = iqn
+        self.connections.append(conn)
+        return conn
+
+    def _all(self, collection: Dict[str, Dict[str, Any]], where: Dict[str, Any], kind: str) -> List[Dict[str, Any]]:
         found = [x for x in collection.values() if self.matches(x, where)]
         if not found:
             raise ApiRefusal(404, f"{kind} not found")
-        return found[0]
+        return found
 
     def _refresh_target(self, target: Dict[str, Any]) -> None:
         target["luns"] = [
@@ -323,24 +341,33 @@ class FakeZbs:
         return [self._task("create-iscsi-lun", self._create_lun(d)) for d in body]
 
     def _op_update_iscsi_lun(self, body: Dict[str, Any]) -> Any:
-        lun = self._one(self.luns, body["where"], "LUN")
+        luns = self._all(self.luns, body["where"], "LUN")
         data = dict(body["data"])
         data.pop("assigned_size_unit", None)
-        if data.get("assigned_size") is not None and data["assigned_size"] < lun["assigned_size"]:
-            raise ApiRefusal(400, "a LUN cannot shrink")
-        lun.update(data)
-        return [self._task("update-iscsi-lun", lun)]
+        for lun in luns:
+            if data.get("assigned_size") is not None and data["assigned_size"] < lun["assigned_size"]:
+                raise ApiRefusal(400, "a LUN cannot shrink")
+        out = []
+        for lun in luns:
+            lun.update(data)
+            out.append(self._task("update-iscsi-lun", lun))
+        return out
 
     def _op_delete_iscsi_lun(self, body: Dict[str, Any]) -> Any:
-        lun = self._one(self.luns, body["where"], "LUN")
-        snaps = [s for s in self.snapshots.values() if s["iscsi_lun"]["id"] == lun["id"]]
-        if snaps and not (body.get("data") or {}).get("remove_snapshot"):
-            raise ApiRefusal(400, f"LUN {lun['name']} has {len(snaps)} snapshot(s); set remove_snapshot")
-        for s in snaps:
-            del self.snapshots[s["id"]]
-        del self.luns[lun["id"]]
-        self._refresh_target(self.targets[lun["iscsi_target"]["id"]])
-        return [self._task("delete-iscsi-lun", {"id": lun["id"]})]
+        luns = self._all(self.luns, body["where"], "LUN")
+        remove = (body.get("data") or {}).get("remove_snapshot")
+        for lun in luns:
+            snaps = [s for s in self.snapshots.values() if s["iscsi_lun"]["id"] == lun["id"]]
+            if snaps and not remove:
+                raise ApiRefusal(400, f"LUN {lun['name']} has {len(snaps)} snapshot(s); set remove_snapshot")
+        out = []
+        for lun in luns:
+            for s in [s for s in self.snapshots.values() if s["iscsi_lun"]["id"] == lun["id"]]:
+                del self.snapshots[s["id"]]
+            del self.luns[lun["id"]]
+            self._refresh_target(self.targets[lun["iscsi_target"]["id"]])
+            out.append(self._task("delete-iscsi-lun", {"id": lun["id"]}))
+        return out
 
     def _op_clone_iscsi_lun_from_snapshot(self, body: List[Dict[str, Any]]) -> Any:
         out = []
@@ -351,7 +378,7 @@ class FakeZbs:
                 {
                     "name": d["name"],
                     "iscsi_target_id": d["iscsi_target_id"],
-                    "assigned_size": snap["assigned_size"],
+                    "assigned_size": self.snapshot_sizes[snap["id"]],
                     "replica_num": src["replica_num"],
                 }
             )
@@ -377,7 +404,8 @@ class FakeZbs:
         out = []
         for d in body:
             lun = self._one(self.luns, {"id": d["lun_id"]}, "LUN")
-            self._one(self.snapshots, {"id": d["snapshot_id"]}, "snapshot")
+            snap = self._one(self.snapshots, {"id": d["snapshot_id"]}, "snapshot")
+            lun["assigned_size"] = self.snapshot_sizes[snap["id"]]
             out.append(self._task("rollback-iscsi-lun-from-snapshot", lun))
         return out
 
@@ -391,11 +419,11 @@ class FakeZbs:
             "name": d["name"],
             "iscsi_lun": {"id": lun["id"], "name": lun["name"]},
             "iscsi_target": dict(lun["iscsi_target"]),
-            "assigned_size": lun["assigned_size"],
             "unique_size": 0,
             "entityAsyncStatus": None,
         }
         self.snapshots[snap["id"]] = snap
+        self.snapshot_sizes[snap["id"]] = lun["assigned_size"]
         lun["snapshot_num"] += 1
         return snap
 

@@ -102,3 +102,35 @@ def test_warns_when_the_target_whitelist_keeps_the_initiator_out(fake, run_modul
     assert out["changed"] is True
     # ansible-core 2.19 reports warnings as structured summaries; older versions as strings
     assert any("iqn_whitelist" in str(w) and "'db'" in str(w) for w in out["warnings"])
+
+
+def test_exact_warns_naming_each_open_lun_the_node_still_sees(fake, run_module):
+    """'Node 1 sees exactly these LUNs' must not be silently false: open LUNs are named."""
+    _setup(fake)
+    fake.add_target("hidden", iqn_whitelist=NODE2)
+    fake.add_lun("hidden", "open-but-not-for-node1")  # */*, but the target keeps NODE1 out
+    args = {"iqn": NODE1, "luns": [{"target": "db", "name": "data"}]}
+    out = run_module(zbs_initiator, args)
+    assert out["changed"] is True
+    assert [(r["target"], r["name"]) for r in out["open_luns"]] == [("web", "open")]
+    assert any("also sees 1 LUN(s) open to every initiator" in w and "web/open" in w for w in out["warnings"])
+    assert not any("hidden" in w for w in out["warnings"])
+    appended = run_module(zbs_initiator, dict(args, mode="append"))
+    assert not appended.get("warnings"), "append promises nothing about other LUNs"
+
+
+def test_exact_can_fail_on_open_luns_before_changing_anything(fake, run_module):
+    _setup(fake)
+    out = run_module(zbs_initiator, {"iqn": NODE1, "luns": [{"target": "db", "name": "data"}], "on_open_luns": "fail"})
+    assert out["failed"] and out["field"] == "on_open_luns" and "web/open" in out["msg"]
+    assert fake.writes() == []
+
+
+def test_check_mode_plans_grants_of_luns_an_earlier_task_would_create(fake, run_module):
+    _setup(fake)
+    args = {"iqn": NODE1, "mode": "append", "luns": [{"target": "new", "name": "data"}]}
+    out = run_module(zbs_initiator, args, check=True)
+    assert out["changed"] is True and "LUN 'data' in target 'new'" in out["msg"] and "does not exist yet" in out["msg"]
+    assert fake.writes() == []
+    real = run_module(zbs_initiator, args)
+    assert real["failed"] and "no LUN 'data' in target 'new'" in real["msg"]

@@ -8,10 +8,10 @@ NODE1 = "iqn.2004-10.com.example:node1"
 
 
 def test_create_rerun_check_diff_delete(fake, run_module):
-    args = {"name": "DB", "description": "db volumes", "replica_num": 2, "iqn_whitelist": [NODE1]}
+    args = {"name": "db", "description": "db volumes", "replica_num": 2, "iqn_whitelist": [NODE1]}
     created = run_module(zbs_target, args, diff=True)
     assert created["changed"] is True
-    assert created["target"]["name"] == "db", "names are stored lower-case"
+    assert created["target"]["name"] == "db"
     assert created["diff"]["before"] == {} and created["diff"]["after"]["description"] == "db volumes"
     assert fake.target("db")["iqn_whitelist"] == NODE1
 
@@ -108,3 +108,17 @@ def test_api_nulls_equal_their_meaning(fake, run_module):
     target.update(description=None, iops=None, bps=None)
     out = run_module(zbs_target, {"name": "db", "description": "", "qos": {"iops": 0, "bps": 0}})
     assert out["changed"] is False
+
+
+def test_qos_the_api_shows_as_null_is_0_as_on_luns(fake, run_module):
+    fake.add_target("db", iops=None, bps=None)
+    out = run_module(zbs_target, {"name": "db", "qos": {"iops": 0}}, diff=True)
+    assert out["changed"] is False
+    assert out["target"]["iops"] == 0 and out["target"]["bps"] == 0
+    assert out["diff"]["before"]["iops"] == 0
+
+
+def test_an_upper_case_name_is_refused_naming_the_stored_form(fake, run_module):
+    out = run_module(zbs_target, {"name": "My-Target"})
+    assert out["failed"] and out["field"] == "name" and "'my-target'" in out["msg"]
+    assert fake.ops() == []
