@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Build (once) the local Debian image the molecule scenarios run in. No container registry
+# Build (once) the local Debian image the molecule scenarios run in (and the k8s lab builds the
+# driver image on). No container registry
 # is reachable here, so the image is bootstrapped from the Debian mirror with debootstrap
 # and imported into podman. The tag carries a hash of the package list and recipe: changing
 # them rebuilds it, else the cached image is reused (a second run takes ~1 s).
 #   scripts/build-image.sh            print the image name, building it if missing
-#   scripts/build-image.sh --force    rebuild (what CI=true always does: a fresh machine has no image)
+#   scripts/build-image.sh --force    rebuild (what CI=true does once per test run: a fresh machine has no image)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export CONTAINERS_CONF="${CONTAINERS_CONF:-$ROOT/extensions/molecule/containers.conf}"
@@ -23,7 +24,11 @@ hash="$(printf '%s\n' "$RECIPE" "$SUITE" "${PACKAGES[@]}" | sha256sum | cut -c1-
 IMAGE="localhost/smartx-zbs-node:${SUITE}-${hash}"
 log() { printf '[build-image] %s\n' "$*" >&2; }
 
-if [ "${1:-}" != "--force" ] && [ "${CI:-}" != true ] && podman image exists "$IMAGE"; then
+# Under CI=true it is rebuilt once per test run: scripts/test.sh gives the run a directory
+# (ZBS_IMAGE_RUN_DIR) where the build leaves a stamp, so the run's later stages reuse it.
+stamp="${ZBS_IMAGE_RUN_DIR:+$ZBS_IMAGE_RUN_DIR/image-built-${IMAGE##*:}}"
+built_this_run() { [ -n "$stamp" ] && [ -f "$stamp" ]; }
+if [ "${1:-}" != "--force" ] && { [ "${CI:-}" != true ] || built_this_run; } && podman image exists "$IMAGE"; then
   echo "$IMAGE"; exit 0
 fi
 [ "$(id -u)" -eq 0 ] || { log "debootstrap needs root"; exit 1; }
@@ -46,4 +51,5 @@ tar -C "$work/root" -c . | podman import --change 'CMD ["/sbin/init"]' --change 
 # Drop images an older version of this script built (none on a first run; one still in use stays).
 mapfile -t older < <(podman images --format '{{.Repository}}:{{.Tag}}' | grep -F "localhost/smartx-zbs-node:${SUITE}-" | grep -vxF "$IMAGE" || true)
 for old in "${older[@]}"; do podman rmi "$old" >/dev/null 2>&1 || true; done
+if [ -n "$stamp" ]; then touch "$stamp"; fi
 echo "$IMAGE"

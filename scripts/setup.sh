@@ -24,6 +24,8 @@ APT_PACKAGES=(
   python3-venv ca-certificates
   libiscsi-bin qemu-utils qemu-system-common qemu-block-extra fuse3 tgt
   xfsprogs e2fsprogs util-linux fio podman runc debootstrap rsync sqlite3 kmod shellcheck
+  # the k8s stage's node (scripts/k8s-lab.sh): container runtime, pod network, workload binary
+  containerd containernetworking-plugins busybox-static
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

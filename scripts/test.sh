@@ -23,6 +23,8 @@ if [ "${CI:-}" = true ]; then
   ANSIBLE_TEST_HOME="$(mktemp -d /tmp/smartx-zbs-ci-home.XXXXXX)"
   trap 'rm -rf "$ANSIBLE_TEST_HOME"' EXIT
   HOME="$ANSIBLE_TEST_HOME" python "$ROOT/scripts/get_pip_standin.py" --install
+  # scripts/build-image.sh rebuilds the node image once per run, not once per stage using it
+  export ZBS_IMAGE_RUN_DIR="$ANSIBLE_TEST_HOME"
 fi
 ansible_test() { HOME="$ANSIBLE_TEST_HOME" ansible-test "$@"; }
 

@@ -36,7 +36,7 @@ from .ids import is_iqn, is_uuid, lun_name_for
 from .listing import Item, Listing, page_limit, take
 from .locks import KeyedLocks
 from .ownership import Naming, Owner, Ownership
-from .params import VolumeParams, parse_mutable_params, parse_volume_params
+from .params import VolumeParams, k8s_objects, parse_mutable_params, parse_snapshot_params, parse_volume_params
 from .proto import csi_pb2 as csi
 from .targets import TargetClass, TargetPool, target_full
 from .zbs import (
@@ -260,7 +260,10 @@ class ControllerService:
                 return csi.CreateVolumeResponse(volume=vol)
             lun = self._create(req.name, size, params, klass, source, required, limit)
             lun = self._settle_race(req.name, lun)
-            log.info("created volume", extra={"fields": {"volume_id": lun["local_id"], "name": req.name}})
+            log.info(
+                "created volume",
+                extra={"fields": {"volume_id": lun["local_id"], "name": req.name, **k8s_objects(dict(req.parameters))}},
+            )
             return csi.CreateVolumeResponse(volume=self._volume(lun, source, params.fsck))
 
     def _find_by_name(self, csi_name: str) -> dict[str, Any] | None:
@@ -692,6 +695,7 @@ class ControllerService:
                 raise not_found(f"volume {req.volume_id[:80]!r} does not exist")
             if changes:
                 self._zbs(f"modifying volume {req.volume_id}", self.client.luns.update, lun["id"], **changes)
+                log.info("modified volume", extra={"fields": {**changes, **k8s_objects(dict(req.mutable_parameters))}})
         return csi.ControllerModifyVolumeResponse()
 
     # ---------------------------------------------------------------- snapshots
@@ -719,8 +723,7 @@ class ControllerService:
             raise invalid("name is required")
         if not req.source_volume_id:
             raise invalid("source_volume_id is required")
-        if req.parameters:
-            raise invalid(f"unknown snapshot parameter {sorted(req.parameters)[0][:80]!r}")
+        parse_snapshot_params(dict(req.parameters))
         snap_name = self.naming.lun_name(req.name)
         with self.locks.hold(f"snap:{snap_name}"):
             existing = self._find_snapshot_by_name(req.name)
@@ -741,7 +744,10 @@ class ControllerService:
                 lun["iscsi_target"]["id"],
                 snap_name,
             )
-            log.info("created snapshot", extra={"fields": {"snapshot_id": snap.get("local_id")}})
+            log.info(
+                "created snapshot",
+                extra={"fields": {"snapshot_id": snap.get("local_id"), **k8s_objects(dict(req.parameters))}},
+            )
             msg = self._snapshot_msg(snap, int(lun.get("assigned_size") or 0))
             msg.source_volume_id = lun["local_id"]
             return csi.CreateSnapshotResponse(snapshot=msg)

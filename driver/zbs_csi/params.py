@@ -19,12 +19,19 @@ from .errors import invalid
 from .zbs import parse_bool, validate_replica_num, validate_stripe_num, validate_stripe_size, zerr
 
 FSTYPE_KEY = "csi.storage.k8s.io/fstype"
-# Keys external-provisioner adds with --extra-create-metadata: informational, accepted as is.
-PROVISIONER_METADATA = (
-    "csi.storage.k8s.io/pvc/name",
-    "csi.storage.k8s.io/pvc/namespace",
-    "csi.storage.k8s.io/pv/name",
-)
+# Keys the sidecars add to requests when started with --extra-create-metadata (external-provisioner:
+# CreateVolume parameters; csi-snapshotter: CreateSnapshot parameters) or --extra-modify-metadata
+# (external-resizer: ControllerModifyVolume mutable parameters). They name the Kubernetes objects a
+# request is for: accepted wherever they may appear, used only to say so in the logs (ZBS has no
+# field for them), never an error.
+PVC_NAME_KEY = "csi.storage.k8s.io/pvc/name"
+PVC_NAMESPACE_KEY = "csi.storage.k8s.io/pvc/namespace"
+PV_NAME_KEY = "csi.storage.k8s.io/pv/name"
+PROVISIONER_METADATA = (PVC_NAME_KEY, PVC_NAMESPACE_KEY, PV_NAME_KEY)
+SNAPSHOT_NAME_KEY = "csi.storage.k8s.io/volumesnapshot/name"
+SNAPSHOT_NAMESPACE_KEY = "csi.storage.k8s.io/volumesnapshot/namespace"
+SNAPSHOT_CONTENT_KEY = "csi.storage.k8s.io/volumesnapshotcontent/name"
+SNAPSHOTTER_METADATA = (SNAPSHOT_NAME_KEY, SNAPSHOT_NAMESPACE_KEY, SNAPSHOT_CONTENT_KEY)
 MAX_IOPS = 1_000_000
 MAX_BPS = 1 << 40
 
@@ -126,10 +133,34 @@ def parse_volume_params(params: dict[str, str]) -> VolumeParams:
     return VolumeParams(**out)
 
 
+def k8s_objects(params: dict[str, str]) -> dict[str, str]:
+    """The Kubernetes objects a request is for, from the sidecars' metadata keys, as log fields."""
+    out = {}
+    if params.get(PVC_NAME_KEY):
+        out["pvc"] = f"{params.get(PVC_NAMESPACE_KEY, '')}/{params[PVC_NAME_KEY]}"
+    if params.get(PV_NAME_KEY):
+        out["pv"] = params[PV_NAME_KEY]
+    if params.get(SNAPSHOT_NAME_KEY):
+        out["volumesnapshot"] = f"{params.get(SNAPSHOT_NAMESPACE_KEY, '')}/{params[SNAPSHOT_NAME_KEY]}"
+    if params.get(SNAPSHOT_CONTENT_KEY):
+        out["volumesnapshotcontent"] = params[SNAPSHOT_CONTENT_KEY]
+    return out
+
+
+def parse_snapshot_params(params: dict[str, str]) -> None:
+    """CreateSnapshot's parameters (VolumeSnapshotClass ``parameters``): none of ours exist yet,
+    so anything but the snapshotter's metadata is refused, naming the key."""
+    for key in sorted(params):
+        if key not in SNAPSHOTTER_METADATA:
+            raise invalid(f"unknown snapshot parameter {key[:80]!r}")
+
+
 def parse_mutable_params(params: dict[str, str]) -> dict[str, int]:
     """ControllerModifyVolume's parameters: only QoS may change on a live volume."""
     out: dict[str, Any] = {}
     for key, value in sorted(params.items()):
+        if key in PROVISIONER_METADATA:
+            continue
         if key not in ("iops", "throughput"):
             raise invalid(f"unknown or immutable parameter {key[:80]!r} (mutable: iops, throughput)")
         _qos(out, key, value)

@@ -20,7 +20,7 @@ from zbs_csi.node.connectors.base import AttachTarget, ConnectorError
 from zbs_csi.node.mounts import find_mount, parse_mountinfo
 from zbs_csi.node.runner import FIXED_PATH, CommandError, HostRunner, Runner
 from zbs_csi.node.state import StageRecord, StateStore
-from zbs_csi.params import parse_mutable_params, parse_volume_params
+from zbs_csi.params import k8s_objects, parse_mutable_params, parse_snapshot_params, parse_volume_params
 from zbs_csi.proto import csi_pb2 as csi
 
 GiB = 1024**3
@@ -54,6 +54,34 @@ def test_storage_class_parameters() -> None:
     assert parse_mutable_params({"iops": "10"}) == {"iops": 10}
     c, msg = code(parse_mutable_params, {"replication.n": "3"})
     assert c == grpc.StatusCode.INVALID_ARGUMENT and "replication.n" in msg
+
+
+def test_sidecar_metadata_is_accepted_in_every_request_that_may_carry_it() -> None:
+    """--extra-create-metadata (provisioner, snapshotter) and --extra-modify-metadata (resizer)."""
+    pvc = {
+        "csi.storage.k8s.io/pvc/name": "db",
+        "csi.storage.k8s.io/pvc/namespace": "apps",
+        "csi.storage.k8s.io/pv/name": "pvc-1",
+    }
+    snap = {
+        "csi.storage.k8s.io/volumesnapshot/name": "nightly",
+        "csi.storage.k8s.io/volumesnapshot/namespace": "apps",
+        "csi.storage.k8s.io/volumesnapshotcontent/name": "snapcontent-1",
+    }
+    assert parse_volume_params(pvc).replica_num is None
+    assert parse_mutable_params({**pvc, "iops": "10"}) == {"iops": 10}
+    parse_snapshot_params(snap)
+    assert k8s_objects({**pvc, **snap}) == {
+        "pvc": "apps/db",
+        "pv": "pvc-1",
+        "volumesnapshot": "apps/nightly",
+        "volumesnapshotcontent": "snapcontent-1",
+    }
+    c, msg = code(parse_snapshot_params, {**snap, "retention": "7d"})
+    assert c == grpc.StatusCode.INVALID_ARGUMENT and "retention" in msg
+    # another driver's keys are no metadata of ours
+    c, msg = code(parse_snapshot_params, {"csi.storage.k8s.io/pvc/name": "db"})
+    assert c == grpc.StatusCode.INVALID_ARGUMENT and "pvc/name" in msg
 
 
 def test_storage_class_accepts_what_the_modules_accept() -> None:

@@ -75,7 +75,17 @@ def test_full_lifecycle_with_failover(cluster: Cluster, tmp_path: Path) -> None:
     # snapshot -> restore to a new volume, and clone the live volume
     sync_fs(mnt)
     snap = c.ctrl.controller.CreateSnapshot(
-        csi.CreateSnapshotRequest(name="snap-e2e", source_volume_id=vid), timeout=120
+        # the keys csi-snapshotter --extra-create-metadata adds, as the zbs_csi role runs it
+        csi.CreateSnapshotRequest(
+            name="snap-e2e",
+            source_volume_id=vid,
+            parameters={
+                "csi.storage.k8s.io/volumesnapshot/name": "snap",
+                "csi.storage.k8s.io/volumesnapshot/namespace": "apps",
+                "csi.storage.k8s.io/volumesnapshotcontent/name": "snapcontent-1",
+            },
+        ),
+        timeout=120,
     ).snapshot
     assert snap.source_volume_id == vid and snap.ready_to_use and snap.size_bytes == GiB
     got_snap = c.ctrl.controller.GetSnapshot(csi.GetSnapshotRequest(snapshot_id=snap.snapshot_id), timeout=60)

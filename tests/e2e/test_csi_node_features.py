@@ -352,7 +352,16 @@ def test_qos_from_the_storage_class_and_modify_volume(cluster: Cluster) -> None:
     lun = c.client().luns.get(local_id=vid)
     assert (lun["iops"], lun["bps"]) == (1000, 50 << 20)
     c.ctrl.controller.ControllerModifyVolume(
-        csi.ControllerModifyVolumeRequest(volume_id=vid, mutable_parameters={"iops": "2500"})
+        # with the keys external-resizer --extra-modify-metadata adds
+        csi.ControllerModifyVolumeRequest(
+            volume_id=vid,
+            mutable_parameters={
+                "iops": "2500",
+                "csi.storage.k8s.io/pvc/name": "db",
+                "csi.storage.k8s.io/pvc/namespace": "apps",
+                "csi.storage.k8s.io/pv/name": "pvc-1",
+            },
+        )
     )
     lun = c.client().luns.get(local_id=vid)
     assert (lun["iops"], lun["bps"]) == (2500, 50 << 20)
