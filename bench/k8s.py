@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import shutil
 import subprocess
 import sys
@@ -41,6 +40,10 @@ from zbs_csi.proto import csi_pb2_grpc as csi_grpc
 from zbs_csi.server import Driver
 from zbs_csi.zbs import make_client
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "k8s"))
+
+from kube import Lab
+
 ROOT = Path(__file__).resolve().parents[1]
 NS = "bench-k8s"
 NODE = "iqn.2026-01.com.smartx.bench:k8s-direct"
@@ -50,23 +53,6 @@ GiB = 1024**3
 def pct(values: list[float], p: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
-
-
-def lab_env(lab_dir: str) -> dict[str, str]:
-    out = subprocess.run(
-        [str(ROOT / "scripts/k8s-lab.sh"), "env"],
-        env={**os.environ, "K8S_LAB_DIR": lab_dir},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout
-    env: dict[str, str] = {}
-    for line in out.splitlines():
-        for part in shlex.split(line.removeprefix("export ")):
-            key, _, value = part.partition("=")
-            env[key] = value
-    return env
 
 
 def api_requests(env: dict[str, str]) -> float:
@@ -260,7 +246,7 @@ def main() -> int:
         return 2
     for var in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
         os.environ.pop(var, None)
-    env = lab_env(lab_dir)
+    env = Lab.from_dir(lab_dir).env
     kube, per_volume = through_kubernetes(env, args.volumes)
     direct = over_the_socket(env, args.volumes)
     print(f"{args.volumes} volumes at once on the k8s lab (Kubernetes v1.34, one node, userspace connector)")
