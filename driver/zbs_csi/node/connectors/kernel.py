@@ -42,10 +42,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ...chap import PASSWORD_IN_KEY, PASSWORD_KEY, USER_IN_KEY, USER_KEY
 from ..runner import CommandError, Runner
 from ..scsi_inquiry import InquiryError, parse_unit_serial, read_unit_serial
 from .base import Attachment, AttachTarget, Chap, ConnectorError
+from .node_record import NODE_DBS, auth_block, check_shown, record_files
 
 log = logging.getLogger(__name__)
 
@@ -266,20 +266,10 @@ class KernelConnector:
             self._iscsiadm(*node, "-o", "new")
             settings = NODE_SETTINGS + self.tuning.settings()
             settings += DATA_PORTAL_SETTINGS if portal != target.portal else ()
-            secrets: list[str] = []
-            if chap is not None:
-                settings += (
-                    ("node.session.auth.authmethod", "CHAP"),
-                    (USER_KEY, chap.username),
-                    (PASSWORD_KEY, chap.password),
-                )
-                secrets.append(chap.password)
-                if chap.username_in:
-                    # Mutual: open-iscsi then refuses a target that cannot prove these credentials.
-                    settings += ((USER_IN_KEY, chap.username_in), (PASSWORD_IN_KEY, chap.password_in))
-                    secrets.append(chap.password_in)
             update = [arg for key, value in settings for arg in ("-n", key, "-v", value)]
-            self._iscsiadm(*node, "-o", "update", *update, secrets=secrets)
+            self._iscsiadm(*node, "-o", "update", *update)
+            if chap is not None:
+                self._write_chap(target.target_iqn, portal, chap)
         node_of = {p: ("-m", "node", "-T", target.target_iqn, "-p", p) for p in new}
         context = copy_context()  # the worker threads log with this operation's context (volume id, op)
 
@@ -299,6 +289,40 @@ class KernelConnector:
         if errors:
             checkpoint(data)
         return errors
+
+    def _write_chap(self, iqn: str, portal: str, chap: Chap) -> None:
+        """The auth block into the portal's node records without a secret in any argv (node_record.py).
+
+        With ``*_in`` (mutual CHAP) open-iscsi also refuses a target that cannot prove them.
+        """
+        block = auth_block(chap)
+        secrets = [s for s in (chap.password, chap.password_in) if s]
+        try:
+            found = self.runner.run(
+                ["find", *(f"{db}/{iqn}" for db in NODE_DBS), "-maxdepth", "2", "-type", "f"],
+                timeout=30, check=False, host=True,
+            ).stdout  # fmt: skip
+        except CommandError as exc:
+            raise ConnectorError(f"cannot look for the node record of {iqn} at {portal}: {exc.stderr}") from None
+        files = record_files(found, iqn, portal)
+        if not files:
+            raise ConnectorError(
+                f"no open-iscsi node record of {iqn} at {portal} under {' or '.join(NODE_DBS)}: "
+                "cannot set its CHAP credentials (and never on a command line)",
+                retryable=False,
+            )
+        for path in files:
+            try:
+                self.runner.run(
+                    ["dd", f"of={path}", "oflag=append", "conv=notrunc,nocreat", "status=none"],
+                    stdin=block, timeout=30, host=True, redact=secrets,
+                )  # fmt: skip
+            except CommandError as exc:
+                raise ConnectorError(f"cannot write CHAP credentials into {path}: {exc.stderr}") from None
+        shown = self._iscsiadm("-m", "node", "-T", iqn, "-p", portal, "-o", "show", secrets=secrets)
+        problem = check_shown(shown, chap)
+        if problem:
+            raise ConnectorError(f"open-iscsi did not take the CHAP credentials of {iqn} at {portal}: {problem}")
 
     def _sessions(self, iqn: str, portals: list[str]) -> list[Session]:
         listed = parse_sessions(self._iscsiadm("-m", "session", check=False))
