@@ -68,6 +68,7 @@ class FakeHost:
         # portal's record as its login read it (later lines win, as in open-iscsi's parser).
         self.records: dict[str, list[str]] = {}
         self.record_db = "/etc/iscsi/nodes"
+        self.modes: dict[str, int] = {}  # record file -> mode, when not open-iscsi's 0600
         self.at_login: dict[str, dict[str, str]] = {}
         self._next_disk = 0
         self._lock = threading.Lock()
@@ -139,9 +140,15 @@ class FakeHost:
     def _node_db(self, argv: list[str], stdin: str | None) -> Result | None:
         """``iscsiadm -m node -o new|update|show|delete``, ``find`` and ``dd`` on the node database."""
         if argv[0] == "find":
+            assert argv[-2:] == ["-printf", "%m %p\\n"], "paths and modes only"
             roots = [a for a in argv[1:] if a.startswith("/")]
-            found = [f for f in self.records if any(f.startswith(r + "/") for r in roots)]
-            return Result(argv, 1 if len(roots) > 1 else 0, "".join(f + "\n" for f in found), "find: no such file")
+            found = [
+                f"{self.modes.get(f, 0o600):o} {f}\n" for f in self.records if any(f.startswith(r + "/") for r in roots)
+            ]
+            return Result(argv, 1 if len(roots) > 1 else 0, "".join(found), "find: no such file")
+        if argv[0] == "chmod":
+            self.modes[argv[2]] = int(argv[1], 8)
+            return Result(argv, 0)
         if argv[0] == "dd":
             path = next(a for a in argv if a.startswith("of="))[3:]
             if path not in self.records:
@@ -323,6 +330,26 @@ def test_a_record_open_iscsi_does_not_read_back_fails_before_any_login(tmp_path:
         conn.attach(AttachTarget(VOL, VIP, IQN, 5), ONE_WAY, Checkpoints())
     assert ONE_WAY.password not in str(err.value)
     assert not any("--login" in c for c in bare(runner.calls))
+
+
+def test_a_record_others_can_read_is_closed_before_a_secret_goes_in(tmp_path: Path) -> None:
+    host = FakeHost(tmp_path)
+    host.serve(VIP, 5, VOL)
+    respond = host.respond
+
+    def made_0644(argv: list[str], stdin: str | None) -> Result | None:
+        res = respond(argv, stdin)
+        if argv[-2:] == ["-o", "new"]:
+            host.modes[host.record_of(VIP)] = 0o644
+        return res
+
+    conn, runner = connector(host)
+    runner.responders = [made_0644]
+    conn.attach(AttachTarget(VOL, VIP, IQN, 5), ONE_WAY, Checkpoints())
+    calls = bare(runner.calls)
+    chmod = calls.index(["chmod", "0600", host.record_of(VIP)])
+    assert chmod < next(i for i, c in enumerate(calls) if c[0] == "dd")
+    assert host.modes[host.record_of(VIP)] == 0o600
 
 
 def test_a_secret_open_iscsi_would_cut_is_refused_with_a_clear_error(tmp_path: Path) -> None:

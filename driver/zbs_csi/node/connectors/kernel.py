@@ -45,7 +45,7 @@ from typing import Any
 from ..runner import CommandError, Runner
 from ..scsi_inquiry import InquiryError, parse_unit_serial, read_unit_serial
 from .base import Attachment, AttachTarget, Chap, ConnectorError
-from .node_record import NODE_DBS, auth_block, check_shown, record_files
+from .node_record import FIND_FORMAT, NODE_DBS, auth_block, check_shown, record_files
 
 log = logging.getLogger(__name__)
 
@@ -299,7 +299,7 @@ class KernelConnector:
         secrets = [s for s in (chap.password, chap.password_in) if s]
         try:
             found = self.runner.run(
-                ["find", *(f"{db}/{iqn}" for db in NODE_DBS), "-maxdepth", "2", "-type", "f"],
+                ["find", *(f"{db}/{iqn}" for db in NODE_DBS), "-maxdepth", "2", "-type", "f", "-printf", FIND_FORMAT],
                 timeout=30, check=False, host=True,
             ).stdout  # fmt: skip
         except CommandError as exc:
@@ -311,7 +311,11 @@ class KernelConnector:
                 "cannot set its CHAP credentials (and never on a command line)",
                 retryable=False,
             )
-        for path in files:
+        for path, mode in sorted(files.items()):
+            if mode & 0o077:
+                # open-iscsi makes them 0600; one that others can read (another build, a copy) is closed first.
+                log.warning("node record %s has mode %o: making it 0600 before writing CHAP into it", path, mode)
+                self._host("chmod", "0600", path, timeout=30, check=True)
             try:
                 self.runner.run(
                     ["dd", f"of={path}", "oflag=append", "conv=notrunc,nocreat", "status=none"],

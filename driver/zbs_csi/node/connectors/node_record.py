@@ -3,8 +3,9 @@
 ``iscsiadm -o update -n ... -v <secret>`` would put the secret in iscsiadm's argv, readable in
 ``/proc/<pid>/cmdline`` by every local user while it runs; iscsiadm has no stdin or file form.
 So the auth block is appended to the record file itself: ``find`` lists the record files of
-one portal (paths only), ``dd`` appends the block it reads from stdin (it writes nothing to
-stdout, and neither creates nor truncates the file, whose 0600 mode open-iscsi chose).
+one portal (their paths and modes only), ``dd`` appends the block it reads from stdin (it
+writes nothing to stdout, and neither creates nor truncates the file, whose 0600 mode
+open-iscsi chose; a record others could read is made 0600 first).
 open-iscsi's record parser applies a file's lines in order, so the appended lines win over
 the defaults ``-o new`` wrote; ``iscsiadm -o show`` (secrets masked) then proves that it
 parsed them before any login uses the record.
@@ -51,12 +52,16 @@ def record_name(portal: str) -> str:
     return f"{host.removeprefix('[').removesuffix(']')},{port}"
 
 
-def record_files(found: str, iqn: str, portal: str) -> list[str]:
-    """The record files of ``portal`` among ``find``'s output (any iface, any tpgt, either layout)."""
+FIND_FORMAT = "%m %p\\n"  # find -printf: the octal mode and the path of each file, nothing else
+
+
+def record_files(found: str, iqn: str, portal: str) -> dict[str, int]:
+    """The record files of ``portal`` and their modes among ``find -printf FIND_FORMAT``'s output
+    (any iface, any tpgt, either layout)."""
     name = re.escape(record_name(portal))
     dbs = "|".join(re.escape(d) for d in NODE_DBS)
-    layout = re.compile(rf"^(?:{dbs})/{re.escape(iqn)}/{name}(?:,-?\d+/[^/]+)?$")
-    return sorted({line for line in found.splitlines() if layout.match(line)})
+    layout = re.compile(rf"^([0-7]{{1,4}}) ((?:{dbs})/{re.escape(iqn)}/{name}(?:,-?\d+/[^/]+)?)$")
+    return {m[2]: int(m[1], 8) for m in map(layout.match, found.splitlines()) if m}
 
 
 def check_shown(shown: str, chap: Chap) -> str | None:
