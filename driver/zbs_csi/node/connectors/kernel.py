@@ -115,6 +115,28 @@ def parse_udev_properties(text: str) -> dict[str, str]:
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
 
 
+# iscsiadm's exit codes for a refused login (open-iscsi's ISCSI_ERR_LOGIN_AUTH_FAILED and
+# ISCSI_ERR_FATAL_LOGIN): the numbers alone tell a user nothing.
+LOGIN_AUTH_FAILED = 24
+LOGIN_FATAL = 19
+
+
+def login_hints(chap: Chap | None) -> dict[int, str]:
+    """What a refused login most likely means, with these credentials."""
+    if chap is None:
+        return {LOGIN_AUTH_FAILED: "the target requires CHAP: the StorageClass needs a node-stage Secret"}
+    hints = {
+        LOGIN_AUTH_FAILED: "the target refused this node's CHAP credentials: "
+        "check node.session.auth.username and password in the node-stage Secret"
+    }
+    if chap.username_in:
+        hints[LOGIN_FATAL] = (
+            "with mutual CHAP: the target could not prove node.session.auth.username_in and password_in "
+            "of the node-stage Secret, so this node refused it"
+        )
+    return hints
+
+
 def expected_serial(volume_id: str) -> str:
     """ZBS LUNs report their UUID (without dashes) as the VPD 0x80 unit serial number."""
     return volume_id.replace("-", "").lower()
@@ -155,12 +177,18 @@ class KernelConnector:
         with self._locks_guard:
             return self._locks.setdefault(iqn, threading.Lock())
 
-    def _iscsiadm(self, *args: str, check: bool = True, secrets: Sequence[str] = ()) -> str:
+    def _iscsiadm(
+        self, *args: str, check: bool = True, secrets: Sequence[str] = (), hints: dict[int, str] | None = None
+    ) -> str:
+        """iscsiadm on the host; ``hints`` explain its exit codes (``login_hints``)."""
         argv = ["iscsiadm", *args]
         try:
             return self.runner.run(argv, timeout=120, check=check, host=True, redact=secrets).stdout
         except CommandError as exc:
-            raise ConnectorError(f"iscsiadm {' '.join(args[:4])}...: {exc.stderr}") from None
+            hint = (hints or {}).get(exc.rc)
+            raise ConnectorError(
+                f"iscsiadm {' '.join(args[:4])}...: {exc.stderr}{f' ({hint})' if hint else ''}"
+            ) from None
 
     def _host(self, *argv: str, timeout: float = 60, check: bool = False) -> str:
         try:
@@ -272,9 +300,10 @@ class KernelConnector:
                 self._write_chap(target.target_iqn, portal, chap)
         node_of = {p: ("-m", "node", "-T", target.target_iqn, "-p", p) for p in new}
         context = copy_context()  # the worker threads log with this operation's context (volume id, op)
+        hints = login_hints(chap)
 
         def login(portal: str) -> str:
-            return context.copy().run(self._iscsiadm, *node_of[portal], "--login")
+            return context.copy().run(self._iscsiadm, *node_of[portal], "--login", hints=hints)
 
         with ThreadPoolExecutor(max_workers=max(1, len(new))) as pool:
             logins = {p: pool.submit(login, p) for p in new}
