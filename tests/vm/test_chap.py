@@ -10,7 +10,9 @@ login first; then the right ones log in, data written to the device reads back, 
 files stay 0600, and detach leaves nothing.
 
 On the connector before the fix (``iscsiadm -o update -v <password>``) the recorded argv
-held the password: this test failed there.
+held the password: this test failed there. (The sampler, a Python loop over /proc under TCG,
+did not catch that short-lived command: the recorded argv is the proof, the sampler a second
+look at everything else that runs on the node.)
 """
 
 from __future__ import annotations

@@ -11,8 +11,9 @@ the defaults ``-o new`` wrote; ``iscsiadm -o show`` (secrets masked) then proves
 parsed them before any login uses the record.
 
 The record layouts (``NODE_DBS``: Debian/Ubuntu keep the database in /etc/iscsi, RHEL and
-SUSE in /var/lib/iscsi): ``nodes/<iqn>/<address>,<port>,<tpgt>/<iface>`` and, from older
-open-iscsi, ``nodes/<iqn>/<address>,<port>`` as one flat file.
+SUSE in /var/lib/iscsi): a record made with ``-o new`` before its portal group is known is the
+flat file ``nodes/<iqn>/<address>,<port>`` (open-iscsi 2.1.8, tests/vm); a discovered one is
+``nodes/<iqn>/<address>,<port>,<tpgt>/<iface>``. open-iscsi keeps 255 characters of a value.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from .base import ConnectorError
 
 NODE_DBS = ("/etc/iscsi/nodes", "/var/lib/iscsi/nodes")
 AUTHMETHOD_KEY = "node.session.auth.authmethod"
-# open-iscsi keeps each CHAP name and secret in a 256-byte field (NUL included) and cuts a
-# longer value silently: the login would then fail as an authorization failure, unexplained.
+# open-iscsi keeps 255 characters of a CHAP name or secret and cuts a longer value silently
+# (tests/vm saw it): the login would then fail as an authorization failure, unexplained.
 AUTH_VALUE_MAX = 255
 _MASKED = "********"  # what ``iscsiadm -o show`` prints for a set secret
 
