@@ -137,9 +137,11 @@ class DeleteLunData:
     """The rows go first; the files after that commit (the LUN has left the data plane's catalog by then)."""
 
     def apply(self, db: Database, pool: Pool, rid: str, payload: dict[str, Any]) -> Done:
-        lun = _lun_row(db, rid)
         with db.read() as conn:
+            lun = conn.execute("SELECT local_id FROM luns WHERE id = ?", (rid,)).fetchone()
             snaps = [r[0] for r in conn.execute("SELECT local_id FROM snapshots WHERE lun_id = ?", (rid,))]
+        if lun is None:  # run again after a crash that followed its commit: the start's sweep removes the files
+            return Done()
 
         def commit(conn: sqlite3.Connection) -> None:
             conn.execute("DELETE FROM snapshots WHERE lun_id = ?", (rid,))

@@ -1,10 +1,15 @@
 """Persisted tasks: recorded with the mutation that needs them, run one at a time in submission order.
 
 A task row is written in the mutation's own transaction; :class:`TaskRunner` runs the ids it
-is handed after their delay, and :class:`TaskExecutor` applies one: ``EXECUTING``, the data
-step of its :class:`~zbs_lite.effects.TaskKind`, then ``SUCCESSED`` with the resulting rows in
-one commit, or ``FAILED`` with the mutation's rows undone. Tasks still ``PENDING`` or
-``EXECUTING`` after a crash are handed to the runner again at the next start.
+is handed after their delay, and :class:`TaskExecutor` applies them: ``EXECUTING``, the data
+step of each task's :class:`~zbs_lite.effects.TaskKind`, then ``SUCCESSED`` with the resulting
+rows, or ``FAILED`` with the mutation's rows undone. The tasks that are due together (a batch
+``create-iscsi-lun`` makes up to 255) run as one batch: one commit marks them all
+``EXECUTING`` and one commits all their results, in order, so the data plane's catalog re-reads
+a target once per batch instead of once per LUN. A failure commits the successes before it
+first, so every task's rows still land in submission order. Tasks still ``PENDING`` or
+``EXECUTING`` after a crash are handed to the runner again at the next start (every data step
+is idempotent).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from zbs_lite.db import Database, new_id, now_iso
-from zbs_lite.effects import EFFECTS, TaskKind
+from zbs_lite.effects import EFFECTS, Done, TaskKind
 from zbs_lite.model import Resource
 from zbs_lite.storage import Pool
 
@@ -97,27 +102,58 @@ class TaskExecutor:
         self.db = db
         self.pool = pool
 
-    def run(self, task_id: str) -> None:
+    def run(self, task_ids: list[str]) -> None:
+        """Apply ``task_ids`` in order (those still to run): one commit to start them, one for their results."""
         with self.db.write() as conn:
-            task = conn.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
-            if task is None or task["status"] not in ACTIVE:
-                return
-            conn.execute("UPDATE tasks SET status = 'EXECUTING', started_at = ? WHERE id = ?", (now_iso(), task_id))
-        kind, rid = TaskKind(task["kind"]), task["resource_id"]
-        try:
-            done = EFFECTS[kind].apply(self.db, self.pool, rid, json.loads(task["payload"]))
-        except OSError as exc:
-            log.warning("task %s (%s %s) failed: %s", task_id, kind.value, rid, exc)
-            self._fail(task, kind, exc)
+            tasks = [conn.execute("SELECT * FROM tasks WHERE id = ?", (t,)).fetchone() for t in task_ids]
+            tasks = [t for t in tasks if t is not None and t["status"] in ACTIVE]
+            started = now_iso()
+            conn.executemany(
+                "UPDATE tasks SET status = 'EXECUTING', started_at = ? WHERE id = ?",
+                [(started, t["id"]) for t in tasks],
+            )
+        done: list[tuple[sqlite3.Row, Done]] = []
+        for task in tasks:
+            kind, rid = TaskKind(task["kind"]), task["resource_id"]
+            try:
+                done.append((task, EFFECTS[kind].apply(self.db, self.pool, rid, json.loads(task["payload"]))))
+            except OSError as exc:
+                log.warning("task %s (%s %s) failed: %s", task["id"], kind.value, rid, exc)
+                self._succeed(done)  # the tasks before it land first: rows change in submission order
+                done = []
+                self._fail(task, kind, exc)
+        self._succeed(done)
+
+    def _succeed(self, done: list[tuple[sqlite3.Row, Done]]) -> None:
+        """Commit the results; a task that removes files is SUCCESSED only once they are gone.
+
+        The rows go first (the data plane's catalog drops the LUN with that commit), then the
+        files, then the task's status: a client that sees a delete's task succeed finds the
+        data gone. A crash in between leaves the task to run again (its rows are gone: nothing
+        to do) and the files to the start's orphan sweep.
+        """
+        if not done:
             return
-        with self.db.write() as conn:
-            done.commit(conn)
-            _clear_status(conn, task)
+
+        def succeeded(conn: sqlite3.Connection, task: sqlite3.Row) -> None:
             conn.execute(
                 "UPDATE tasks SET status = 'SUCCESSED', progress = 1, finished_at = ? WHERE id = ?",
-                (now_iso(), task_id),
+                (now_iso(), task["id"]),
             )
-        _unlink(done.unlink)
+
+        with self.db.write() as conn:
+            for task, result in done:
+                result.commit(conn)
+                _clear_status(conn, task)  # sees the earlier tasks of the batch finished
+                if not result.unlink:
+                    succeeded(conn, task)
+        removing = [(t, r) for t, r in done if r.unlink]  # deletes: their resource's rows are gone
+        if removing:
+            for _, result in removing:
+                _unlink(result.unlink)
+            with self.db.write() as conn:
+                for task, _ in removing:
+                    succeeded(conn, task)
 
     def _fail(self, task: sqlite3.Row, kind: TaskKind, exc: OSError) -> None:
         code = "ZBS_" + (errno.errorcode.get(exc.errno, "EIO") if exc.errno else "IO_ERROR")
@@ -154,9 +190,11 @@ def _unlink(files: tuple[Path, ...]) -> None:
 
 
 class TaskRunner:
-    """Runs persisted tasks one at a time, in submission order, each after its delay."""
+    """Runs persisted tasks in submission order, each after its delay; those due together as one batch."""
 
-    def __init__(self, run: Callable[[str], None]) -> None:
+    BATCH = 256  # one create-iscsi-lun call's worth (255 LUNs per target)
+
+    def __init__(self, run: Callable[[list[str]], None]) -> None:
         self._run = run
         self._queue: deque[tuple[float, str]] = deque()
         self._cond = threading.Condition()
@@ -191,12 +229,15 @@ class TaskRunner:
                     self._cond.wait(wait)
                 if self._stop:
                     return
-                _, task_id = self._queue.popleft()
+                now = time.monotonic()
+                batch = [self._queue.popleft()[1]]
+                while self._queue and len(batch) < self.BATCH and self._queue[0][0] <= now:
+                    batch.append(self._queue.popleft()[1])
                 self._busy = True
             try:
-                self._run(task_id)
-            except Exception:
-                log.exception("task %s crashed", task_id)
+                self._run(batch)
+            except Exception:  # left EXECUTING: the next start runs them again
+                log.exception("tasks %s crashed", ", ".join(batch))
             finally:
                 with self._cond:
                     self._busy = False

@@ -64,6 +64,7 @@ class TargetPool:
     read so far are full, and then a new one is made, numbered after all of them.
     """
 
+    FIRST_PAGE = 1  # the newest target alone: it has room unless every target is full
     PAGE = 8  # targets come with the ids of all their LUNs: keep pages small
 
     def __init__(self, client: ZbsClient, cfg: Config, naming: Naming) -> None:
@@ -77,8 +78,9 @@ class TargetPool:
 
     def _read_page(self) -> None:
         """The next page of targets, older than every target read so far."""
+        size = self.FIRST_PAGE if self._cursor is None else self.PAGE
         page = self.client.targets.page(
-            {"name_starts_with": self.naming.target_prefix}, first=self.PAGE, after=self._cursor, descending=True
+            {"name_starts_with": self.naming.target_prefix}, first=size, after=self._cursor, descending=True
         )
         for t in page:
             parsed = self.naming.parse_target(t.get("name", ""))
@@ -101,7 +103,7 @@ class TargetPool:
             )
         if page:
             self._cursor = page[-1]["id"]
-        if len(page) < self.PAGE:
+        if len(page) < size:
             self._complete = True
 
     def _forget_all(self) -> None:

@@ -43,7 +43,7 @@ import threading
 import time
 import traceback
 import weakref
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set
 from urllib.parse import urlsplit
 
 from .zbs_errors import (
@@ -873,6 +873,16 @@ class _Resource:
         """Every object matching ``where`` (all pages)."""
         return self._client.query(f"get-{self.plural}", where, order_by, what=self.kind)
 
+    def _identity(
+        self, id: Optional[str], local_id: Optional[str], name: Optional[str], validate_name: Callable[[str], str]
+    ) -> Dict[str, Any]:
+        """The ``where`` naming one object by whichever of id, local_id or name is given (validated)."""
+        if id is not None:
+            return {"id": validate_id(id)}
+        if local_id is not None:
+            return {"local_id": validate_id(local_id, "local_id")}
+        return {"name": validate_name(name or "")}
+
     def count(self, where: Optional[Mapping[str, Any]] = None) -> int:
         """How many objects match ``where`` (one call, nothing transferred)."""
         return self._client.count(self.plural, where)
@@ -934,12 +944,7 @@ class Clusters(_Resource):
         self, *, id: Optional[str] = None, name: Optional[str] = None, local_id: Optional[str] = None
     ) -> Optional[Dict[str, Any]]:
         _one_key("cluster", id=id, name=name, local_id=local_id)
-        if id is not None:
-            where = {"id": validate_id(id)}
-        elif local_id is not None:
-            where = {"local_id": validate_id(local_id, "local_id")}
-        else:
-            where = {"name": str(name)}
+        where = self._identity(id, local_id, name, str)
         return self._get(where, _describe("cluster", name=name, id=id, local_id=local_id))
 
     def default(self) -> Dict[str, Any]:
@@ -974,13 +979,7 @@ class Targets(_Resource):
     ) -> Optional[Dict[str, Any]]:
         """The target with this id, local_id or (case-insensitive) name, or None."""
         _one_key("target", id=id, name=name, local_id=local_id)
-        where: Dict[str, Any] = {}
-        if id is not None:
-            where["id"] = validate_id(id)
-        elif local_id is not None:
-            where["local_id"] = validate_id(local_id, "local_id")
-        else:
-            where["name"] = validate_target_name(name or "")
+        where = self._identity(id, local_id, name, validate_target_name)
         if cluster_id is not None:
             where["cluster"] = {"id": validate_id(cluster_id, "cluster_id")}
         return self._get(where, _describe("target", name=name, id=id, local_id=local_id))
@@ -1065,17 +1064,12 @@ class Luns(_Resource):
         _one_key("lun", id=id, local_id=local_id, name=name, lun_id=lun_id)
         if target_id is not None and target_name is not None:
             raise ZbsValidationError("target", "give target_id or target_name, not both")
-        where: Dict[str, Any] = {}
-        if id is not None:
-            where["id"] = validate_id(id)
-        elif local_id is not None:
-            where["local_id"] = validate_id(local_id, "local_id")
-        elif name is not None:
-            where["name"] = validate_lun_name(name)
+        if lun_id is None:
+            where = self._identity(id, local_id, name, validate_lun_name)
+        elif target_id is None and target_name is None:
+            raise ZbsValidationError("target_id", "needed to look a LUN up by lun_id")
         else:
-            if target_id is None and target_name is None:
-                raise ZbsValidationError("target_id", "needed to look a LUN up by lun_id")
-            where["lun_id"] = validate_lun_id(lun_id)
+            where = {"lun_id": validate_lun_id(lun_id)}
         if target_id is not None:
             where["iscsi_target"] = {"id": validate_id(target_id, "target_id")}
         elif target_name is not None:
@@ -1232,13 +1226,7 @@ class Snapshots(_Resource):
     ) -> Optional[Dict[str, Any]]:
         """The snapshot with this id, local_id, or name (within LUN ``lun_id``), or None."""
         _one_key("snapshot", id=id, local_id=local_id, name=name)
-        where: Dict[str, Any] = {}
-        if id is not None:
-            where["id"] = validate_id(id)
-        elif local_id is not None:
-            where["local_id"] = validate_id(local_id, "local_id")
-        else:
-            where["name"] = validate_snapshot_name(name or "")
+        where = self._identity(id, local_id, name, validate_snapshot_name)
         if lun_id is not None:
             where["iscsi_lun"] = {"id": validate_id(lun_id, "lun_id")}
         return self._get(where, _describe("snapshot", name=name, id=id, local_id=local_id))
