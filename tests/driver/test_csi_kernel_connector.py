@@ -28,6 +28,7 @@ from zbs_csi.node.connectors.kernel import (
     SessionTuning,
     parse_sessions,
 )
+from zbs_csi.node.connectors.node_record import record_files
 from zbs_csi.node.runner import RecordingRunner, Result
 from zbs_csi.node.scsi_inquiry import InquiryError, parse_unit_serial, read_unit_serial, vpd_inquiry_cdb
 
@@ -130,8 +131,9 @@ class FakeHost:
             return self._respond(argv, stdin)
 
     def record_of(self, portal: str) -> str:
+        """The flat record file open-iscsi 2.1.8 makes for ``-o new`` (tests/vm saw it)."""
         address, _, port = portal.rpartition(":")
-        return f"{self.record_db}/{IQN}/{address},{port},1/default"
+        return f"{self.record_db}/{IQN}/{address},{port}"
 
     def parsed(self, portal: str) -> dict[str, str]:
         lines = self.records.get(self.record_of(portal), [])
@@ -300,6 +302,28 @@ def test_chap_reaches_the_node_record_and_no_argv_ever_holds_a_secret(
         assert write < show < calls.index(["iscsiadm", "-m", "node", "-T", IQN, "-p", p, "--login"])
     assert sum(1 for c in calls if c[0] == "dd") == len(portals or (VIP,)), "one write per record"
     assert not host.records, "detach deleted the records, and the secrets in them"
+
+
+def test_record_files_of_one_portal_in_either_layout() -> None:
+    found = "".join(
+        f"{line}\n"
+        for line in (
+            f"600 /etc/iscsi/nodes/{IQN}/10.0.0.1,3260",  # -o new: flat file
+            f"600 /etc/iscsi/nodes/{IQN}/10.0.0.11,3260",  # another portal sharing a prefix
+            f"644 /var/lib/iscsi/nodes/{IQN}/10.0.0.1,3260,1/default",  # discovered: per tpgt and iface
+            f"600 /var/lib/iscsi/nodes/{IQN}/10.0.0.1,3260,1/iface0",
+            f"600 /etc/iscsi/nodes/{IQN}/10.0.0.1,3261",
+            f"600 /etc/iscsi/nodes/{IQN}.x/10.0.0.1,3260",
+            f"600 /etc/iscsi/send_targets/10.0.0.1,3260/{IQN},10.0.0.1,3260,1,default",
+            f"600 /etc/iscsi/nodes/{IQN}/fd00::1,3260",
+        )
+    )
+    assert record_files(found, IQN, "10.0.0.1:3260") == {
+        f"/etc/iscsi/nodes/{IQN}/10.0.0.1,3260": 0o600,
+        f"/var/lib/iscsi/nodes/{IQN}/10.0.0.1,3260,1/default": 0o644,
+        f"/var/lib/iscsi/nodes/{IQN}/10.0.0.1,3260,1/iface0": 0o600,
+    }
+    assert record_files(found, IQN, "[fd00::1]:3260") == {f"/etc/iscsi/nodes/{IQN}/fd00::1,3260": 0o600}
 
 
 def test_a_record_that_cannot_be_found_fails_the_attach_and_never_falls_back_to_argv(tmp_path: Path) -> None:
