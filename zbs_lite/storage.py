@@ -66,7 +66,7 @@ class Pool:
     size: int = 20 * 2**30
     clone_mode: str = "copy"
     mounted_by_us: bool = False
-    usage: UsageMeter = field(init=False, repr=False)
+    usage: UsageMeter = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.usage = UsageMeter((self.root / "luns", self.root / "snaps"))
