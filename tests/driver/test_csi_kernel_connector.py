@@ -28,6 +28,7 @@ from zbs_csi.node.connectors.kernel import (
     SessionTuning,
     parse_sessions,
 )
+from zbs_csi.node.connectors.node_record import record_files
 from zbs_csi.node.runner import RecordingRunner, Result
 from zbs_csi.node.scsi_inquiry import InquiryError, parse_unit_serial, read_unit_serial, vpd_inquiry_cdb
 
@@ -64,6 +65,12 @@ class FakeHost:
         self.disks: dict[str, str] = {}  # sdX -> volume id
         self.logout_rc = 0
         self.flush_failures = 0
+        # open-iscsi's node database: record file -> its lines (Debian's layout), and each
+        # portal's record as its login read it (later lines win, as in open-iscsi's parser).
+        self.records: dict[str, list[str]] = {}
+        self.record_db = "/etc/iscsi/nodes"
+        self.modes: dict[str, int] = {}  # record file -> mode, when not open-iscsi's 0600
+        self.at_login: dict[str, dict[str, str]] = {}
         self._next_disk = 0
         self._lock = threading.Lock()
 
@@ -123,7 +130,55 @@ class FakeHost:
         with self._lock:  # the connector logs in to several portals at once; the fake kernel is one
             return self._respond(argv, stdin)
 
-    def _respond(self, argv: list[str], _stdin: str | None) -> Result | None:
+    def record_of(self, portal: str) -> str:
+        """The flat record file open-iscsi 2.1.8 makes for ``-o new`` (tests/vm saw it)."""
+        address, _, port = portal.rpartition(":")
+        return f"{self.record_db}/{IQN}/{address},{port}"
+
+    def parsed(self, portal: str) -> dict[str, str]:
+        lines = self.records.get(self.record_of(portal), [])
+        return dict(line.split(" = ", 1) for line in lines if " = " in line and not line.startswith("#"))
+
+    def _node_db(self, argv: list[str], stdin: str | None) -> Result | None:
+        """``iscsiadm -m node -o new|update|show|delete``, ``find`` and ``dd`` on the node database."""
+        if argv[0] == "find":
+            assert argv[-2:] == ["-printf", "%m %p\\n"], "paths and modes only"
+            roots = [a for a in argv[1:] if a.startswith("/")]
+            found = [
+                f"{self.modes.get(f, 0o600):o} {f}\n" for f in self.records if any(f.startswith(r + "/") for r in roots)
+            ]
+            return Result(argv, 1 if len(roots) > 1 else 0, "".join(found), "find: no such file")
+        if argv[0] == "chmod":
+            self.modes[argv[2]] = int(argv[1], 8)
+            return Result(argv, 0)
+        if argv[0] == "dd":
+            path = next(a for a in argv if a.startswith("of="))[3:]
+            if path not in self.records:
+                return Result(argv, 1, "", f"dd: failed to open '{path}': No such file or directory")
+            self.records[path] += (stdin or "").splitlines()
+            return Result(argv, 0)
+        if argv[:2] != ["iscsiadm", "-m"] or argv[2] != "node" or "-o" not in argv:
+            return None
+        portal, op = argv[argv.index("-p") + 1], argv[argv.index("-o") + 1]
+        path = self.record_of(portal)
+        if op == "new":
+            self.records[path] = ["# BEGIN RECORD 2.1.8", f"node.name = {IQN}", "node.session.auth.authmethod = None",
+                                  "node.session.auth.username = <empty>", "node.session.auth.password = <empty>",
+                                  "# END RECORD"]  # fmt: skip
+        elif op == "update":  # open-iscsi rewrites the record with the new values
+            values = self.parsed(portal) | dict(zip(argv[argv.index("-n") + 1 :: 4], argv[argv.index("-v") + 1 :: 4]))
+            self.records[path] = ["# BEGIN RECORD 2.1.8", *(f"{k} = {v}" for k, v in values.items()), "# END RECORD"]
+        elif op == "show":
+            shown = {k: "********" if "password" in k and v != "<empty>" else v for k, v in self.parsed(portal).items()}
+            return Result(argv, 0, "# BEGIN RECORD 2.1.8\n" + "".join(f"{k} = {v}\n" for k, v in shown.items()))
+        elif op == "delete":
+            self.records.pop(path, None)
+        return Result(argv, 0)
+
+    def _respond(self, argv: list[str], stdin: str | None) -> Result | None:
+        db = self._node_db(argv, stdin)
+        if db is not None:
+            return db
         if argv[:3] == ["iscsiadm", "-m", "session"]:
             if not self.sessions:
                 return Result(argv, 21, "", "iscsiadm: No active sessions.")
@@ -131,6 +186,7 @@ class FakeHost:
             return Result(argv, 0, "\n".join(lines) + "\n")
         portal = argv[argv.index("-p") + 1] if "-p" in argv else ""
         if "--login" in argv:
+            self.at_login[portal] = self.parsed(portal)
             if portal in self.dead:
                 return Result(argv, 8, "", "iscsiadm: connection refused")
             self._login(portal)
@@ -190,9 +246,8 @@ def bare(calls: list[list[str]]) -> list[list[str]]:
     return out
 
 
-def test_session_tuning_and_mutual_chap_reach_the_node_record(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """The configured queue depth, cmds_max and replacement_timeout, and mutual CHAP's _in
-    credentials, are written into the node record before the login; no secret is logged."""
+def test_session_tuning_reaches_the_node_record_before_the_login(tmp_path: Path) -> None:
+    """The configured queue depth, cmds_max and replacement_timeout go into the record first."""
     host = FakeHost(tmp_path)
     host.serve(VIP, 5, VOL)
     runner = RecordingRunner(strategy="chroot", responders=[host.respond])
@@ -201,22 +256,135 @@ def test_session_tuning_and_mutual_chap_reach_the_node_record(tmp_path: Path, ca
         runner, NODE, sysfs=str(host.sys), dev=str(host.dev), device_timeout=1, poll=0.01, tuning=tuning,
         inquiry=host.inquiry,
     )  # fmt: skip
-    chap = Chap("node-1", "NodeSecret12345", "zbs-target", "TargetSecret12")
-    with caplog.at_level(logging.DEBUG):
-        conn.attach(AttachTarget(VOL, VIP, IQN, 5), chap, Checkpoints())
-    calls = bare(runner.calls)
-    node = ["iscsiadm", "-m", "node", "-T", IQN, "-p", VIP]
-    update = next(c for c in calls if c[: len(node) + 2] == [*node, "-o", "update"])
-    pairs = set(zip(update[len(node) + 3 :: 4], update[len(node) + 5 :: 4], strict=True))
+    conn.attach(AttachTarget(VOL, VIP, IQN, 5), None, Checkpoints())
     assert {
-        ("node.session.queue_depth", "64"),
-        ("node.session.cmds_max", "256"),
-        ("node.session.timeo.replacement_timeout", "15"),
-        ("node.session.auth.username_in", "zbs-target"),
-        ("node.session.auth.password_in", "TargetSecret12"),
-    } <= pairs
-    assert calls.index(update) < calls.index([*node, "--login"])
-    assert "TargetSecret12" not in caplog.text and "NodeSecret12345" not in caplog.text
+        "node.session.queue_depth": "64",
+        "node.session.cmds_max": "256",
+        "node.session.timeo.replacement_timeout": "15",
+    }.items() <= host.at_login[VIP].items()
+    assert not any(c[0] == "dd" for c in bare(runner.calls)), "no CHAP, nothing appended"
+
+
+ONE_WAY = Chap("node-1", "NodeSecret12345")
+MUTUAL = Chap("node-1", "NodeSecret12345", "zbs-target", "TargetSecret12")
+
+
+@pytest.mark.parametrize("chap", [ONE_WAY, MUTUAL], ids=["one-way", "mutual"])
+@pytest.mark.parametrize("portals", [(), DATA], ids=["single-path", "multipath"])
+def test_chap_reaches_the_node_record_and_no_argv_ever_holds_a_secret(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, chap: Chap, portals: tuple[str, ...]
+) -> None:
+    """The auth block is appended to each portal's record file through dd's stdin, checked with
+    ``iscsiadm -o show`` (masked) and only then logged in with; no command line, environment or
+    log line holds a secret (on the connector before the fix, ``-o update -v <password>`` did)."""
+    host = FakeHost(tmp_path)
+    for p in portals or (VIP,):
+        host.serve(p, 5, VOL)
+    conn, runner = connector(host)
+    with caplog.at_level(logging.DEBUG):
+        att = conn.attach(AttachTarget(VOL, VIP, IQN, 5, portals=portals), chap, Checkpoints())
+        conn.detach(AttachTarget(VOL, VIP, IQN, 5, portals=portals), att.data, [])
+    secrets = [s for s in (chap.password, chap.password_in) if s]
+    for argv in runner.calls:
+        assert not any(secret in arg for secret in secrets for arg in argv), f"a secret in argv: {argv[:6]}"
+    assert not any(secret in caplog.text for secret in secrets)
+    want = {"node.session.auth.authmethod": "CHAP", "node.session.auth.username": chap.username,
+            "node.session.auth.password": chap.password}  # fmt: skip
+    if chap.username_in:
+        want |= {"node.session.auth.username_in": chap.username_in, "node.session.auth.password_in": chap.password_in}
+    calls = bare(runner.calls)
+    for p in portals or (VIP,):
+        assert want.items() <= host.at_login[p].items(), f"the login through {p} read another auth block"
+        record = host.record_of(p)
+        write = calls.index(["dd", f"of={record}", "oflag=append", "conv=notrunc,nocreat", "status=none"])
+        assert runner.stdins[write] == "".join(f"{k} = {v}\n" for k, v in want.items()), "the block, via stdin only"
+        show = calls.index(["iscsiadm", "-m", "node", "-T", IQN, "-p", p, "-o", "show"])
+        assert write < show < calls.index(["iscsiadm", "-m", "node", "-T", IQN, "-p", p, "--login"])
+    assert sum(1 for c in calls if c[0] == "dd") == len(portals or (VIP,)), "one write per record"
+    assert not host.records, "detach deleted the records, and the secrets in them"
+
+
+def test_record_files_of_one_portal_in_either_layout() -> None:
+    found = "".join(
+        f"{line}\n"
+        for line in (
+            f"600 /etc/iscsi/nodes/{IQN}/10.0.0.1,3260",  # -o new: flat file
+            f"600 /etc/iscsi/nodes/{IQN}/10.0.0.11,3260",  # another portal sharing a prefix
+            f"644 /var/lib/iscsi/nodes/{IQN}/10.0.0.1,3260,1/default",  # discovered: per tpgt and iface
+            f"600 /var/lib/iscsi/nodes/{IQN}/10.0.0.1,3260,1/iface0",
+            f"600 /etc/iscsi/nodes/{IQN}/10.0.0.1,3261",
+            f"600 /etc/iscsi/nodes/{IQN}.x/10.0.0.1,3260",
+            f"600 /etc/iscsi/send_targets/10.0.0.1,3260/{IQN},10.0.0.1,3260,1,default",
+            f"600 /etc/iscsi/nodes/{IQN}/fd00::1,3260",
+        )
+    )
+    assert record_files(found, IQN, "10.0.0.1:3260") == {
+        f"/etc/iscsi/nodes/{IQN}/10.0.0.1,3260": 0o600,
+        f"/var/lib/iscsi/nodes/{IQN}/10.0.0.1,3260,1/default": 0o644,
+        f"/var/lib/iscsi/nodes/{IQN}/10.0.0.1,3260,1/iface0": 0o600,
+    }
+    assert record_files(found, IQN, "[fd00::1]:3260") == {f"/etc/iscsi/nodes/{IQN}/fd00::1,3260": 0o600}
+
+
+def test_a_record_that_cannot_be_found_fails_the_attach_and_never_falls_back_to_argv(tmp_path: Path) -> None:
+    host = FakeHost(tmp_path)
+    host.serve(VIP, 5, VOL)
+    host.record_db = "/usr/local/etc/iscsi/nodes"  # an open-iscsi built with another database root
+    conn, runner = connector(host)
+    with pytest.raises(ConnectorError, match="no open-iscsi node record") as err:
+        conn.attach(AttachTarget(VOL, VIP, IQN, 5), MUTUAL, Checkpoints())
+    assert not err.value.retryable
+    calls = bare(runner.calls)
+    assert not any("--login" in c for c in calls)
+    assert not any(s in a for c in runner.calls for a in c for s in (MUTUAL.password, MUTUAL.password_in))
+
+
+def test_a_record_open_iscsi_does_not_read_back_fails_before_any_login(tmp_path: Path) -> None:
+    """``-o show`` is the proof that open-iscsi parsed the appended lines: without it, no login."""
+    host = FakeHost(tmp_path)
+    host.serve(VIP, 5, VOL)
+    conn, runner = connector(host)
+    respond = host.respond
+
+    def dd_lost(argv: list[str], stdin: str | None) -> Result | None:
+        return Result(argv, 0) if argv[0] == "dd" else respond(argv, stdin)  # the write went nowhere
+
+    runner.responders = [dd_lost]
+    with pytest.raises(ConnectorError, match=r"did not take the CHAP credentials.*authmethod is None") as err:
+        conn.attach(AttachTarget(VOL, VIP, IQN, 5), ONE_WAY, Checkpoints())
+    assert ONE_WAY.password not in str(err.value)
+    assert not any("--login" in c for c in bare(runner.calls))
+
+
+def test_a_record_others_can_read_is_closed_before_a_secret_goes_in(tmp_path: Path) -> None:
+    host = FakeHost(tmp_path)
+    host.serve(VIP, 5, VOL)
+    respond = host.respond
+
+    def made_0644(argv: list[str], stdin: str | None) -> Result | None:
+        res = respond(argv, stdin)
+        if argv[-2:] == ["-o", "new"]:
+            host.modes[host.record_of(VIP)] = 0o644
+        return res
+
+    conn, runner = connector(host)
+    runner.responders = [made_0644]
+    conn.attach(AttachTarget(VOL, VIP, IQN, 5), ONE_WAY, Checkpoints())
+    calls = bare(runner.calls)
+    chmod = calls.index(["chmod", "0600", host.record_of(VIP)])
+    assert chmod < next(i for i, c in enumerate(calls) if c[0] == "dd")
+    assert host.modes[host.record_of(VIP)] == 0o600
+
+
+def test_a_secret_open_iscsi_would_cut_is_refused_with_a_clear_error(tmp_path: Path) -> None:
+    host = FakeHost(tmp_path)
+    host.serve(VIP, 5, VOL)
+    conn, runner = connector(host)
+    long = Chap("node-1", "a1" * 150)  # ZBS takes 512 characters; open-iscsi keeps 255
+    with pytest.raises(ConnectorError, match="1-255 printable") as err:
+        conn.attach(AttachTarget(VOL, VIP, IQN, 5), long, Checkpoints())
+    assert long.password not in str(err.value) and not err.value.retryable
+    assert not any("--login" in c for c in bare(runner.calls))
 
 
 def test_parse_sessions() -> None:
@@ -243,8 +411,8 @@ def test_one_path_per_data_portal_and_the_map_is_the_device(tmp_path: Path, capl
         update = next(c for c in calls if c[: len(node) + 2] == [*node, "-o", "update"])  # one call, every setting
         pairs = list(zip(update[len(node) + 3 :: 4], update[len(node) + 5 :: 4], strict=True))
         assert set(NODE_SETTINGS + DATA_PORTAL_SETTINGS) <= set(pairs)
-        assert ("node.session.auth.password", secret) in pairs
-        assert calls.index([*node, "--login"]) > calls.index(update), "CHAP is set before the login"
+        assert calls.index([*node, "--login"]) > calls.index(update), "the settings are written before the login"
+        assert host.at_login[p]["node.session.auth.password"] == secret
     assert not any(VIP in c for c in calls), "with data portals the VIP is not a path"
     assert secret not in caplog.text
     for h in (7, 8):

@@ -226,7 +226,10 @@ class Controller:
         assert self.csi is not None
         return self.csi.controller
 
-    def create(self, name: str, size: int = GiB, fs: str = "xfs", block: bool = False) -> str:
+    def create(
+        self, name: str, size: int = GiB, fs: str = "xfs", block: bool = False, secrets: dict[str, str] | None = None
+    ) -> str:
+        """CreateVolume; ``secrets`` is a StorageClass's provisioner secret (its CHAP class)."""
         cap = block_cap() if block else mount_cap(fs)
         resp = self.stub.CreateVolume(
             csi.CreateVolumeRequest(
@@ -234,15 +237,22 @@ class Controller:
                 capacity_range=csi.CapacityRange(required_bytes=size),
                 volume_capabilities=[cap],
                 parameters={"replication.n": "1"},
+                secrets=secrets or {},
             ),
             timeout=120,
         )
         return str(resp.volume.volume_id)
 
-    def publish(self, volume_id: str, node_id: str, block: bool = False) -> dict[str, str]:
+    def publish(
+        self, volume_id: str, node_id: str, block: bool = False, secrets: dict[str, str] | None = None
+    ) -> dict[str, str]:
+        """ControllerPublish; ``secrets`` (controller-publish secret) registers the node's CHAP."""
         resp = self.stub.ControllerPublishVolume(
             csi.ControllerPublishVolumeRequest(
-                volume_id=volume_id, node_id=node_id, volume_capability=block_cap() if block else mount_cap("xfs")
+                volume_id=volume_id,
+                node_id=node_id,
+                volume_capability=block_cap() if block else mount_cap("xfs"),
+                secrets=secrets or {},
             ),
             timeout=120,
         )

@@ -42,10 +42,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ...chap import PASSWORD_IN_KEY, PASSWORD_KEY, USER_IN_KEY, USER_KEY
 from ..runner import CommandError, Runner
 from ..scsi_inquiry import InquiryError, parse_unit_serial, read_unit_serial
 from .base import Attachment, AttachTarget, Chap, ConnectorError
+from .node_record import FIND_FORMAT, NODE_DBS, auth_block, check_shown, record_files
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,28 @@ def parse_udev_properties(text: str) -> dict[str, str]:
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
 
 
+# iscsiadm's exit codes for a refused login (open-iscsi's ISCSI_ERR_LOGIN_AUTH_FAILED and
+# ISCSI_ERR_FATAL_LOGIN): the numbers alone tell a user nothing.
+LOGIN_AUTH_FAILED = 24
+LOGIN_FATAL = 19
+
+
+def login_hints(chap: Chap | None) -> dict[int, str]:
+    """What a refused login most likely means, with these credentials."""
+    if chap is None:
+        return {LOGIN_AUTH_FAILED: "the target requires CHAP: the StorageClass needs a node-stage Secret"}
+    hints = {
+        LOGIN_AUTH_FAILED: "the target refused this node's CHAP credentials: "
+        "check node.session.auth.username and password in the node-stage Secret"
+    }
+    if chap.username_in:
+        hints[LOGIN_FATAL] = (
+            "with mutual CHAP: the target could not prove node.session.auth.username_in and password_in "
+            "of the node-stage Secret, so this node refused it"
+        )
+    return hints
+
+
 def expected_serial(volume_id: str) -> str:
     """ZBS LUNs report their UUID (without dashes) as the VPD 0x80 unit serial number."""
     return volume_id.replace("-", "").lower()
@@ -155,12 +177,18 @@ class KernelConnector:
         with self._locks_guard:
             return self._locks.setdefault(iqn, threading.Lock())
 
-    def _iscsiadm(self, *args: str, check: bool = True, secrets: Sequence[str] = ()) -> str:
+    def _iscsiadm(
+        self, *args: str, check: bool = True, secrets: Sequence[str] = (), hints: dict[int, str] | None = None
+    ) -> str:
+        """iscsiadm on the host; ``hints`` explain its exit codes (``login_hints``)."""
         argv = ["iscsiadm", *args]
         try:
             return self.runner.run(argv, timeout=120, check=check, host=True, redact=secrets).stdout
         except CommandError as exc:
-            raise ConnectorError(f"iscsiadm {' '.join(args[:4])}...: {exc.stderr}") from None
+            hint = (hints or {}).get(exc.rc)
+            raise ConnectorError(
+                f"iscsiadm {' '.join(args[:4])}...: {exc.stderr}{f' ({hint})' if hint else ''}"
+            ) from None
 
     def _host(self, *argv: str, timeout: float = 60, check: bool = False) -> str:
         try:
@@ -266,25 +294,16 @@ class KernelConnector:
             self._iscsiadm(*node, "-o", "new")
             settings = NODE_SETTINGS + self.tuning.settings()
             settings += DATA_PORTAL_SETTINGS if portal != target.portal else ()
-            secrets: list[str] = []
-            if chap is not None:
-                settings += (
-                    ("node.session.auth.authmethod", "CHAP"),
-                    (USER_KEY, chap.username),
-                    (PASSWORD_KEY, chap.password),
-                )
-                secrets.append(chap.password)
-                if chap.username_in:
-                    # Mutual: open-iscsi then refuses a target that cannot prove these credentials.
-                    settings += ((USER_IN_KEY, chap.username_in), (PASSWORD_IN_KEY, chap.password_in))
-                    secrets.append(chap.password_in)
             update = [arg for key, value in settings for arg in ("-n", key, "-v", value)]
-            self._iscsiadm(*node, "-o", "update", *update, secrets=secrets)
+            self._iscsiadm(*node, "-o", "update", *update)
+            if chap is not None:
+                self._write_chap(target.target_iqn, portal, chap)
         node_of = {p: ("-m", "node", "-T", target.target_iqn, "-p", p) for p in new}
         context = copy_context()  # the worker threads log with this operation's context (volume id, op)
+        hints = login_hints(chap)
 
         def login(portal: str) -> str:
-            return context.copy().run(self._iscsiadm, *node_of[portal], "--login")
+            return context.copy().run(self._iscsiadm, *node_of[portal], "--login", hints=hints)
 
         with ThreadPoolExecutor(max_workers=max(1, len(new))) as pool:
             logins = {p: pool.submit(login, p) for p in new}
@@ -299,6 +318,44 @@ class KernelConnector:
         if errors:
             checkpoint(data)
         return errors
+
+    def _write_chap(self, iqn: str, portal: str, chap: Chap) -> None:
+        """The auth block into the portal's node records without a secret in any argv (node_record.py).
+
+        With ``*_in`` (mutual CHAP) open-iscsi also refuses a target that cannot prove them.
+        """
+        block = auth_block(chap)
+        secrets = [s for s in (chap.password, chap.password_in) if s]
+        try:
+            found = self.runner.run(
+                ["find", *(f"{db}/{iqn}" for db in NODE_DBS), "-maxdepth", "2", "-type", "f", "-printf", FIND_FORMAT],
+                timeout=30, check=False, host=True,
+            ).stdout  # fmt: skip
+        except CommandError as exc:
+            raise ConnectorError(f"cannot look for the node record of {iqn} at {portal}: {exc.stderr}") from None
+        files = record_files(found, iqn, portal)
+        if not files:
+            raise ConnectorError(
+                f"no open-iscsi node record of {iqn} at {portal} under {' or '.join(NODE_DBS)}: "
+                "cannot set its CHAP credentials (and never on a command line)",
+                retryable=False,
+            )
+        for path, mode in sorted(files.items()):
+            if mode & 0o077:
+                # open-iscsi makes them 0600; one that others can read (another build, a copy) is closed first.
+                log.warning("node record %s has mode %o: making it 0600 before writing CHAP into it", path, mode)
+                self._host("chmod", "0600", path, timeout=30, check=True)
+            try:
+                self.runner.run(
+                    ["dd", f"of={path}", "oflag=append", "conv=notrunc,nocreat", "status=none"],
+                    stdin=block, timeout=30, host=True, redact=secrets,
+                )  # fmt: skip
+            except CommandError as exc:
+                raise ConnectorError(f"cannot write CHAP credentials into {path}: {exc.stderr}") from None
+        shown = self._iscsiadm("-m", "node", "-T", iqn, "-p", portal, "-o", "show", secrets=secrets)
+        problem = check_shown(shown, chap)
+        if problem:
+            raise ConnectorError(f"open-iscsi did not take the CHAP credentials of {iqn} at {portal}: {problem}")
 
     def _sessions(self, iqn: str, portals: list[str]) -> list[Session]:
         listed = parse_sessions(self._iscsiadm("-m", "session", check=False))
