@@ -46,6 +46,10 @@ def recap(out: str) -> dict[str, int]:
     return {k: int(v) for k, v in (part.split("=") for part in line.split(":", 1)[1].split())}
 
 
+def previous_log(lab: Lab, pod: str, container: str) -> str:
+    return lab.kubectl("logs", "--previous", "-n", CSI_NAMESPACE, pod, "-c", container, check=False)
+
+
 def test_the_role_runs_the_driver_as_pods_with_its_own_rbac(lab: Lab) -> None:
     defaults = role_defaults(lab)
     pods = driver_pods(lab)
@@ -58,8 +62,12 @@ def test_the_role_runs_the_driver_as_pods_with_its_own_rbac(lab: Lab) -> None:
     images = {*defaults["zbs_csi_sidecar_images"].values(), defaults["zbs_csi_image"]}
     for p in driver_pods(lab):
         statuses = p["status"].get("containerStatuses") or []
+        restarted = [s["name"] for s in statuses if s["restartCount"]]
+        why = "".join(  # what a restarted container said before it exited: the next reader's first question
+            "\n--- previous log of " + c + "\n" + previous_log(lab, p["metadata"]["name"], c)[-3000:] for c in restarted
+        )
         assert statuses and all(s["ready"] and s["restartCount"] == 0 for s in statuses), (
-            f"{p['metadata']['name']}: {json.dumps(statuses)[:3000]}"
+            f"{p['metadata']['name']}: {json.dumps(statuses)[:3000]}{why}"
         )
         for c in p["spec"]["containers"]:
             assert c["image"] in images, c["image"]
