@@ -290,7 +290,7 @@ class UsageMeter:
         return value
 
     def refresh(self) -> int:
-        """Sum now (the first read; tests that must see a write at once)."""
+        """Sum now: the first read waits for it, later ones run it in a thread."""
         at = self._clock()
         try:
             total = sum(_allocated_in(d) for d in self._dirs)

@@ -1,4 +1,4 @@
-"""Persisted tasks: recorded with the mutation that needs them, run one at a time in submission order.
+"""Persisted tasks: recorded with the mutation that needs them, run in submission order.
 
 A task row is written in the mutation's own transaction; :class:`TaskRunner` runs the ids it
 is handed after their delay, and :class:`TaskExecutor` applies them: ``EXECUTING``, the data
