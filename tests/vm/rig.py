@@ -510,6 +510,19 @@ class Vm:
         out = self.sh(f"multipath -ll {shlex.quote(wwid)}").stdout
         return len(re.findall(r"active\s+ready\s+running", out))
 
+    def journal(self, unit: str, since: str, expect: str, timeout: float = 30) -> str:
+        """``unit``'s journal since epoch ``since``, polled until it holds ``expect`` (or ``timeout``).
+
+        A daemon's line reaches journald a moment after the client that caused it has returned
+        (iscsid logs a refused CHAP login after iscsiadm exited 24; CI saw it land late once).
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            out = self.sh(f"journalctl -u {shlex.quote(unit)} --since @{int(since)} --no-pager").stdout
+            if expect in out or time.monotonic() > deadline:
+                return out
+            time.sleep(0.5)
+
     def log_since(self, offset: int) -> str:
         try:
             with open(self.node_log, "rb") as fh:

@@ -114,7 +114,7 @@ def test_chap_login_on_a_real_initiator_with_no_secret_on_any_command_line(
         res = node_call(vm, "attach", {**req, "secrets": given})
         assert "error" in res, f"a wrong {key} logged in"
         assert says in res["error"], res["error"]
-        assert logged in vm.sh(f"journalctl -u iscsid --since @{since} --no-pager").stdout, f"iscsid: not {logged!r}"
+        assert logged in vm.journal("iscsid", since, logged), f"iscsid: not {logged!r}"
         assert vm.leftovers(iqn, vid) == [], f"a refused login (wrong {key}) left something"
         assert leaks([v for k, v in given.items() if k in (PASSWORD_KEY, PASSWORD_IN_KEY)], res["runs"]) == []
 
