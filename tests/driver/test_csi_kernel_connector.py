@@ -60,6 +60,7 @@ class FakeHost:
         self.maps_on_uevent = maps_on_uevent  # find_multipaths no: multipathd maps every path at once
         self.sessions: dict[str, int] = {}  # portal -> sid
         self.dead: set[str] = set()
+        self.refusing: set[str] = set()  # portals whose target refuses the login (CHAP: exit 24)
         self.wwids: set[str] = set()
         self.luns: dict[tuple[str, int], str] = {}  # (portal, lun) -> volume id
         self.disks: dict[str, str] = {}  # sdX -> volume id
@@ -189,6 +190,8 @@ class FakeHost:
             self.at_login[portal] = self.parsed(portal)
             if portal in self.dead:
                 return Result(argv, 8, "", "iscsiadm: connection refused")
+            if portal in self.refusing:
+                return Result(argv, 24, "", "iscsiadm: Login failed due to authorization failure")
             self._login(portal)
         if "--logout" in argv:
             if self.logout_rc:
@@ -444,6 +447,29 @@ def test_a_dead_data_portal_leaves_the_other_paths_and_all_dead_falls_back_to_th
     conn2, _ = connector(host2)
     att2 = conn2.attach(AttachTarget(VOL, VIP, IQN, 5, portals=DATA), None, Checkpoints())
     assert att2.data["portals"] == [VIP]
+
+
+def test_credentials_every_data_portal_refused_are_not_tried_on_the_vip(tmp_path: Path) -> None:
+    """The cluster refuses a CHAP login, not a portal: one clear error, no second try through the VIP,
+    no record left. A portal that is merely down still lets the VIP be tried."""
+    host = FakeHost(tmp_path)
+    for p in (*DATA, VIP):
+        host.serve(p, 5, VOL)
+    host.refusing = {*DATA, VIP}
+    conn, runner = connector(host)
+    with pytest.raises(ConnectorError, match="refused this node's CHAP credentials") as err:
+        conn.attach(AttachTarget(VOL, VIP, IQN, 5, portals=DATA), Chap("node-1", "Wrong-secret-1"), Checkpoints())
+    assert VIP not in str(err.value)
+    assert not any(VIP in c for c in bare(runner.calls)), "the VIP was tried after every data portal refused"
+    assert host.records == {} and host.sessions == {}
+
+    host2 = FakeHost(tmp_path / "2")
+    for p in (*DATA, VIP):
+        host2.serve(p, 5, VOL)
+    host2.refusing, host2.dead = {DATA[0]}, {DATA[1]}
+    conn2, _ = connector(host2)
+    att = conn2.attach(AttachTarget(VOL, VIP, IQN, 5, portals=DATA), Chap("node-1", "Right-secret-1"), Checkpoints())
+    assert att.data["portals"] == [VIP], "one portal down: the VIP is still worth a try"
 
 
 def test_strict_multipath_gets_the_wwid_registered_and_it_is_forgotten_on_detach(tmp_path: Path) -> None:

@@ -117,6 +117,8 @@ def test_chap_login_on_a_real_initiator_with_no_secret_on_any_command_line(
         assert logged in vm.journal("iscsid", since, logged), f"iscsid: not {logged!r}"
         assert vm.leftovers(iqn, vid) == [], f"a refused login (wrong {key}) left something"
         assert leaks([v for k, v in given.items() if k in (PASSWORD_KEY, PASSWORD_IN_KEY)], res["runs"]) == []
+        if multipath:  # every chunk server refused: the cluster decided, so the VIP is not tried as well
+            assert not [r["argv"] for r in res["runs"] if ctx["portal"] in r["argv"]], "the VIP was tried too"
 
     # The right ones, while the VM's process list is sampled.
     sampler = Sampler(vm)

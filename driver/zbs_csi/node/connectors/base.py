@@ -13,9 +13,12 @@ from ...ids import is_iqn
 class ConnectorError(Exception):
     """Attach/detach failed; ``retryable`` tells the CO whether trying again can help."""
 
-    def __init__(self, message: str, *, retryable: bool = True) -> None:
+    def __init__(self, message: str, *, retryable: bool = True, refused: bool = False) -> None:
         super().__init__(message)
         self.retryable = retryable
+        # The target answered and refused this node's login (iSCSI login status class 2:
+        # authentication, authorization): every portal of the cluster would refuse it alike.
+        self.refused = refused
 
 
 @dataclass(frozen=True)

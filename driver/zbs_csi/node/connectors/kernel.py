@@ -187,7 +187,8 @@ class KernelConnector:
         except CommandError as exc:
             hint = (hints or {}).get(exc.rc)
             raise ConnectorError(
-                f"iscsiadm {' '.join(args[:4])}...: {exc.stderr}{f' ({hint})' if hint else ''}"
+                f"iscsiadm {' '.join(args[:4])}...: {exc.stderr}{f' ({hint})' if hint else ''}",
+                refused="--login" in args and exc.rc in (LOGIN_AUTH_FAILED, LOGIN_FATAL),
             ) from None
 
     def _host(self, *argv: str, timeout: float = 60, check: bool = False) -> str:
@@ -268,11 +269,16 @@ class KernelConnector:
     def _ensure_sessions(
         self, target: AttachTarget, chap: Chap | None, data: dict[str, Any], checkpoint: Checkpoint
     ) -> list[Session]:
-        """One session per portal; the VIP when no data portal can be reached."""
+        """One session per portal; the VIP when no data portal can be reached.
+
+        Not when every data portal refused the login (CHAP, authorization): the cluster decides
+        that, not the portal, so the VIP would refuse it too and only add a second error.
+        """
         wanted = self._portals(target)
         errors = self._login_all(target, wanted, chap, data, checkpoint)
         sessions = self._sessions(target.target_iqn, data["portals"])
-        if not sessions and target.portal not in wanted:
+        refused = bool(errors) and all(e.refused for e in errors.values())
+        if not sessions and target.portal not in wanted and not refused:
             log.warning("no data portal of %s answered; falling back to the VIP %s", target.target_iqn, target.portal)
             errors.update(self._login_all(target, [target.portal], chap, data, checkpoint))
             sessions = self._sessions(target.target_iqn, data["portals"])
@@ -283,7 +289,7 @@ class KernelConnector:
 
     def _login_all(
         self, target: AttachTarget, portals: list[str], chap: Chap | None, data: dict[str, Any], checkpoint: Checkpoint
-    ) -> dict[str, str]:
+    ) -> dict[str, ConnectorError]:
         """Node records for the ``portals`` without a session, then their logins in parallel; the failures."""
         have = {s.portal for s in self._sessions(target.target_iqn, portals)}
         data["portals"] += [p for p in portals if p not in data["portals"]]
@@ -307,11 +313,11 @@ class KernelConnector:
 
         with ThreadPoolExecutor(max_workers=max(1, len(new))) as pool:
             logins = {p: pool.submit(login, p) for p in new}
-        errors: dict[str, str] = {}
+        errors: dict[str, ConnectorError] = {}
         for portal, result in logins.items():
             exc = result.exception()
             if exc is not None:
-                errors[portal] = str(exc)
+                errors[portal] = exc if isinstance(exc, ConnectorError) else ConnectorError(str(exc))
                 log.warning("no path through %s: %s", portal, exc)
                 self._iscsiadm(*node_of[portal], "-o", "delete", check=False)
                 data["portals"].remove(portal)
