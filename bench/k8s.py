@@ -166,7 +166,12 @@ def through_kubernetes(env: dict[str, str], n: int) -> tuple[list[float], float]
 def over_the_socket(env: dict[str, str], n: int) -> list[float]:
     work = Path(tempfile.mkdtemp(prefix="zbs-k8s-bench."))
     zenv = {k: v for k, v in env.items() if k.startswith("ZBS_")}
-    zenv.update(ZBS_CSI_DEFAULT_REPLICA_NUM="1", ZBS_CSI_TARGET_PREFIX="bench-direct")
+    zenv.update(
+        ZBS_CSI_DEFAULT_REPLICA_NUM="1",
+        ZBS_CSI_TARGET_PREFIX="bench-direct",
+        ZBS_CSI_KUBERNETES_CLUSTER_ID="bench-direct",  # required since clusters share a ZBS
+        ZBS_CSI_CONNECTOR="userspace",  # the lab's connector; the driver's default is kernel
+    )
     cfg = load_config(
         None,
         env=zenv,
